@@ -1,0 +1,58 @@
+/* config.h: every option, from the command line and the config file.
+ *
+ * The config owns all the strings and the parsed pipeline it holds; free it
+ * with cg_config_free(). Nothing here talks to MongoDB or opens sockets. */
+#ifndef CG_CONFIG_H
+#define CG_CONFIG_H
+
+#include <bson/bson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "log.h"
+
+typedef enum { CG_LISTEN_HTTP = 1 } cg_listen_kind_t;
+
+typedef struct cg_listen {
+    cg_listen_kind_t kind;
+    char *spec;   /* as written, e.g. "http://127.0.0.1:8080" (for logs) */
+    char *host;   /* "127.0.0.1", "::1", "0.0.0.0", "localhost": no brackets */
+    uint16_t port;
+} cg_listen_t;
+
+typedef struct cg_config {
+    char *config_file;      /* NULL when none */
+    char *mongo_uri;        /* default mongodb://127.0.0.1:27017/?replicaSet=rs0 */
+    char *watch;            /* "*", "DB" or "DB.COLL" as written */
+    char *watch_db;         /* NULL for "*" */
+    char *watch_coll;       /* NULL for "*" and "DB" */
+    char *pipeline_json;    /* as written, NULL when none */
+    bson_t *pipeline;       /* {"pipeline": [stages...]}; empty array when none; never NULL after parse */
+    char *full_document;    /* "default", "updateLookup", "whenAvailable", "required" */
+    char *full_document_before_change; /* "off", "whenAvailable", "required" */
+    cg_listen_t *listen;    /* at least one after parse */
+    size_t n_listen;
+    char *state_dir;        /* default "." */
+    size_t journal_size;    /* default 10000 */
+    unsigned heartbeat;     /* seconds, default 15 */
+    size_t max_subscribers; /* default 10000 */
+    char **cors_origins;    /* "*" or "scheme://host[:port]" */
+    size_t n_cors_origins;
+    cg_log_level_t log_level;
+    bool check_config, show_version, show_help;
+} cg_config_t;
+
+/* Fills *cfg from argv (argv[0] is the program) and, when --config is given,
+ * from that file; command-line values override the file's. Returns 0 on
+ * success. On failure returns -1 and writes every problem found, one per line,
+ * into err (NUL-terminated, truncated to errlen). *cfg must be freed with
+ * cg_config_free() whatever the result. */
+int cg_config_parse(cg_config_t *cfg, int argc, char **argv, char *err, size_t errlen);
+void cg_config_free(cg_config_t *cfg);
+
+/* Writes the --help text. */
+void cg_config_usage(FILE *out);
+
+#endif

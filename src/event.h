@@ -1,0 +1,48 @@
+/* event.h: one journal entry, serialized and framed once, shared by reference.
+ *
+ * An event is immutable after cg_event_new_*() except for `seq`, which the
+ * journal assigns when it takes the event. Every subscriber that sends it
+ * holds a reference; the bytes are never copied per subscriber. */
+#ifndef CG_EVENT_H
+#define CG_EVENT_H
+
+#include <bson/bson.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef enum {
+    CG_EVENT_CHANGE, /* a MongoDB change event: delivered to matching subscribers */
+    CG_EVENT_RESET,  /* continuity lost here: delivered to every subscriber */
+    CG_EVENT_MARK    /* a resumable position with no event (stream start): never delivered */
+} cg_event_kind_t;
+
+typedef struct cg_event {
+    atomic_uint refs;
+    cg_event_kind_t kind;
+    uint64_t seq;      /* assigned by cg_journal_append() */
+    char *position;    /* CHANGE: its _id; RESET/MARK: where the stream (re)starts; may be NULL */
+    bson_t *doc;       /* CHANGE only: the change event */
+    char *op;          /* operationType, or NULL */
+    char *db, *coll;   /* ns.db / ns.coll, or NULL */
+    int64_t cluster_time; /* clusterTime seconds, 0 if absent */
+    char *reason;      /* RESET only */
+    char *json;        /* CHANGE: the event as relaxed Extended JSON; RESET: {reason, lastEventId} */
+    size_t json_len;
+    char *sse;         /* the SSE message, ending in a blank line */
+    size_t sse_len;
+    char *ndjson;      /* the NDJSON line, ending in '\n' */
+    size_t ndjson_len;
+} cg_event_t;
+
+/* Copies `change` (a change event; its _id is the resume token). Returns an
+ * event holding one reference, or NULL with a message in err. */
+cg_event_t *cg_event_new_change(const bson_t *change, char *err, size_t errlen);
+/* position may be NULL (no known position); reason is a short code. */
+cg_event_t *cg_event_new_reset(const char *position, const char *reason);
+cg_event_t *cg_event_new_mark(const char *position);
+
+cg_event_t *cg_event_ref(cg_event_t *ev);
+void cg_event_unref(cg_event_t *ev);
+
+#endif

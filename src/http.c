@@ -1,0 +1,505 @@
+/* http.c: libmicrohttpd front end.
+ *
+ * Streams (SSE, NDJSON) use a callback response whose content reader pulls
+ * events from the hub. When the hub has nothing, the reader suspends the
+ * connection (the hub's park callback) and returns 0; the hub resumes it (the
+ * wake callback) from whichever thread publishes the next wanted event, ticks
+ * a heartbeat or stops. Suspending inside the reader, under the hub lock, is
+ * what makes a wake impossible to lose and a double resume impossible.
+ *
+ * Long-polls suspend in the access handler instead, before any response is
+ * queued; libmicrohttpd calls the handler again after the resume. */
+#include "http.h"
+
+#include <jansson.h>
+#include <microhttpd.h>
+#include <netdb.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "request.h"
+
+#define STREAM_BLOCK_SIZE 8192      /* bytes per content-reader call */
+#define CONNECTION_MEMORY (16 * 1024) /* per-connection pool (libmicrohttpd's default: 32 KiB) */
+#define IDLE_TIMEOUT_S 120          /* only for connections that are not suspended */
+
+static const char SSE_PREAMBLE[] = ": changegate\nretry: 3000\n\n";
+static const char SSE_HEARTBEAT[] = ": heartbeat\n\n";
+static const char NDJSON_HEARTBEAT[] = "{\"heartbeat\":true}\n";
+
+struct cg_http {
+    struct MHD_Daemon *daemon;
+    const cg_config_t *cfg;
+    cg_hub_t *hub;
+    cg_watcher_t *watcher;
+    char *spec;
+};
+
+/* Per-request state, owned by the connection (freed on completion). */
+typedef struct {
+    cg_http_t *http;
+    struct MHD_Connection *conn;
+    cg_request_t req;
+    cg_sub_t *sub;
+    cg_event_t *cur;      /* stream: event being written, and how far */
+    size_t cur_off;
+    const char *lit;      /* stream: literal bytes being written (preamble, heartbeat) */
+    size_t lit_len, lit_off;
+    bool ending;          /* stream: the hub is stopping */
+    char *origin;         /* allowed CORS origin to echo, or NULL */
+    bool origin_credentials;
+} conn_ctx_t;
+
+static void on_park(void *ctx)
+{
+    MHD_suspend_connection(((conn_ctx_t *)ctx)->conn);
+}
+
+static void on_wake(void *ctx)
+{
+    MHD_resume_connection(((conn_ctx_t *)ctx)->conn);
+}
+
+static const cg_sub_ops_t sub_ops = {on_park, on_wake};
+
+static void add_common_headers(conn_ctx_t *c, struct MHD_Response *r)
+{
+    MHD_add_response_header(r, "Cache-Control", "no-cache");
+    if (c->origin) {
+        MHD_add_response_header(r, "Access-Control-Allow-Origin", c->origin);
+        MHD_add_response_header(r, "Vary", "Origin");
+        if (c->origin_credentials)
+            MHD_add_response_header(r, "Access-Control-Allow-Credentials", "true");
+    }
+}
+
+/* Queues `body` (taken: freed with free()) as a JSON answer. */
+static enum MHD_Result send_json(conn_ctx_t *c, unsigned status, char *body,
+                                 const char *retry_after)
+{
+    size_t len = strlen(body);
+    struct MHD_Response *r = MHD_create_response_from_buffer(len, body, MHD_RESPMEM_MUST_FREE);
+    MHD_add_response_header(r, "Content-Type", "application/json");
+    if (retry_after)
+        MHD_add_response_header(r, "Retry-After", retry_after);
+    if (c->req.allow)
+        MHD_add_response_header(r, "Allow", c->req.allow);
+    add_common_headers(c, r);
+    enum MHD_Result ret = MHD_queue_response(c->conn, status, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
+static enum MHD_Result send_error(conn_ctx_t *c, const char *retry_after)
+{
+    return send_json(c, (unsigned)c->req.status, cg_request_error_json(&c->req), retry_after);
+}
+
+/* ---- streams (SSE and NDJSON) ---- */
+
+static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max)
+{
+    conn_ctx_t *c = cls;
+    size_t n = 0;
+    while (n < max) {
+        if (c->lit) {
+            size_t k = c->lit_len - c->lit_off < max - n ? c->lit_len - c->lit_off : max - n;
+            memcpy(buf + n, c->lit + c->lit_off, k);
+            n += k;
+            c->lit_off += k;
+            if (c->lit_off == c->lit_len)
+                c->lit = NULL;
+            continue;
+        }
+        if (c->cur) {
+            const char *bytes = c->req.ndjson ? c->cur->ndjson : c->cur->sse;
+            size_t len = c->req.ndjson ? c->cur->ndjson_len : c->cur->sse_len;
+            size_t k = len - c->cur_off < max - n ? len - c->cur_off : max - n;
+            memcpy(buf + n, bytes + c->cur_off, k);
+            n += k;
+            c->cur_off += k;
+            if (c->cur_off == len) {
+                cg_event_unref(c->cur);
+                c->cur = NULL;
+            }
+            continue;
+        }
+        if (c->ending)
+            break;
+        cg_event_t *ev;
+        switch (cg_hub_next(c->http->hub, c->sub, n == 0, &ev)) {
+        case CG_NEXT_EVENT:
+            c->cur = ev;
+            c->cur_off = 0;
+            continue;
+        case CG_NEXT_HEARTBEAT:
+            c->lit = c->req.ndjson ? NDJSON_HEARTBEAT : SSE_HEARTBEAT;
+            c->lit_len = strlen(c->lit);
+            c->lit_off = 0;
+            continue;
+        case CG_NEXT_PARKED: /* suspended by on_park; resumed by on_wake */
+            return 0;
+        case CG_NEXT_END:
+        case CG_NEXT_TIMEOUT:
+            c->ending = true;
+            break;
+        case CG_NEXT_EMPTY:
+            return (ssize_t)n;
+        }
+    }
+    if (n == 0 && c->ending)
+        return MHD_CONTENT_READER_END_OF_STREAM;
+    return (ssize_t)n;
+}
+
+static enum MHD_Result start_stream(conn_ctx_t *c)
+{
+    struct MHD_Response *r = MHD_create_response_from_callback(
+        MHD_SIZE_UNKNOWN, STREAM_BLOCK_SIZE, stream_reader, c, NULL);
+    MHD_add_response_header(r, "Content-Type",
+                            c->req.ndjson ? "application/x-ndjson" : "text/event-stream");
+    MHD_add_response_header(r, "X-Accel-Buffering", "no");
+    add_common_headers(c, r);
+    if (!c->req.ndjson) {
+        c->lit = SSE_PREAMBLE;
+        c->lit_len = sizeof SSE_PREAMBLE - 1;
+    }
+    enum MHD_Result ret = MHD_queue_response(c->conn, MHD_HTTP_OK, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
+/* ---- long-poll ---- */
+
+typedef struct {
+    cg_event_t **events;
+    size_t n;
+    char *suffix;
+} poll_body_t;
+
+static void free_poll_body(void *cls)
+{
+    poll_body_t *b = cls;
+    for (size_t i = 0; i < b->n; i++)
+        cg_event_unref(b->events[i]);
+    bson_free(b->events);
+    bson_free(b->suffix);
+    bson_free(b);
+}
+
+/* Answers {"events":[...],"lastEventId":...}, pointing at the events' shared
+ * JSON bytes instead of copying them. Takes the references in events. */
+static enum MHD_Result send_poll_answer(conn_ctx_t *c, cg_event_t **events, size_t n,
+                                        const char *last)
+{
+    poll_body_t *b = bson_malloc0(sizeof *b);
+    b->events = events;
+    b->n = n;
+    b->suffix = last ? bson_strdup_printf("],\"lastEventId\":\"%s\"}", last)
+                     : bson_strdup("],\"lastEventId\":null}");
+    struct MHD_IoVec *iov = bson_malloc((2 * n + 2) * sizeof *iov);
+    size_t k = 0;
+    iov[k++] = (struct MHD_IoVec){"{\"events\":[", 11};
+    for (size_t i = 0; i < n; i++) {
+        if (i)
+            iov[k++] = (struct MHD_IoVec){",", 1};
+        iov[k++] = (struct MHD_IoVec){events[i]->json, events[i]->json_len};
+    }
+    iov[k++] = (struct MHD_IoVec){b->suffix, strlen(b->suffix)};
+    struct MHD_Response *r =
+        MHD_create_response_from_iovec(iov, (unsigned)k, free_poll_body, b);
+    bson_free(iov);
+    MHD_add_response_header(r, "Content-Type", "application/json");
+    add_common_headers(c, r);
+    enum MHD_Result ret = MHD_queue_response(c->conn, MHD_HTTP_OK, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
+static enum MHD_Result send_history_lost(conn_ctx_t *c, const cg_event_t *reset)
+{
+    char *msg = bson_strdup_printf("continuity cannot be kept from the given position (%s); "
+                                   "continue from lastEventId",
+                                   reset->reason);
+    json_t *body = json_pack("{s:s, s:s, s:s, s:s?}", "error", "history_lost", "message", msg,
+                             "reason", reset->reason, "lastEventId", reset->position);
+    bson_free(msg);
+    char *text = json_dumps(body, JSON_COMPACT);
+    json_decref(body);
+    return send_json(c, MHD_HTTP_GONE, text, NULL);
+}
+
+static enum MHD_Result poll_step(conn_ctx_t *c)
+{
+    size_t limit = c->req.limit, n = 0;
+    cg_event_t **events = bson_malloc(limit * sizeof *events);
+    for (;;) {
+        cg_event_t *ev;
+        cg_next_t rc = cg_hub_next(c->http->hub, c->sub, n == 0, &ev);
+        if (rc == CG_NEXT_PARKED) {
+            bson_free(events);
+            return MHD_YES; /* suspended; the handler runs again on wake */
+        }
+        if (rc == CG_NEXT_EVENT && ev->kind == CG_EVENT_RESET) {
+            if (n == 0) {
+                bson_free(events);
+                enum MHD_Result ret = send_history_lost(c, ev);
+                cg_event_unref(ev);
+                return ret;
+            }
+            /* Answer what came before it; the next poll meets the reset again. */
+            cg_event_unref(ev);
+            break;
+        }
+        if (rc == CG_NEXT_EVENT) {
+            events[n++] = ev;
+            if (n == limit)
+                break;
+            continue;
+        }
+        break; /* EMPTY after some events, TIMEOUT, END */
+    }
+    char *last = n ? bson_strdup(events[n - 1]->position) : cg_hub_sub_position(c->http->hub, c->sub);
+    enum MHD_Result ret = send_poll_answer(c, events, n, last);
+    bson_free(last);
+    return ret;
+}
+
+/* ---- health ---- */
+
+static enum MHD_Result send_health(conn_ctx_t *c)
+{
+    char status[512];
+    bool streaming = cg_watcher_status(c->http->watcher, status, sizeof status);
+    bool live = cg_hub_is_live(c->http->hub);
+    char *position = cg_hub_last_position(c->http->hub);
+    json_t *body;
+    unsigned code;
+    if (streaming && live) {
+        code = MHD_HTTP_OK;
+        body = json_pack("{s:s, s:s, s:I, s:s?}", "status", "ok", "watcher", status,
+                         "subscribers", (json_int_t)cg_hub_subscriber_count(c->http->hub),
+                         "lastEventId", position);
+    } else {
+        code = MHD_HTTP_SERVICE_UNAVAILABLE;
+        const char *why = streaming ? "catching up with MongoDB after a restart" : status;
+        body = json_pack("{s:s, s:s, s:s}", "status", "unavailable", "error", "not_ready",
+                         "message", why);
+    }
+    bson_free(position);
+    char *text = json_dumps(body, JSON_COMPACT);
+    json_decref(body);
+    return send_json(c, code, text, code == MHD_HTTP_OK ? NULL : "1");
+}
+
+/* ---- routing ---- */
+
+static enum MHD_Result collect_param(void *cls, enum MHD_ValueKind kind, const char *key,
+                                     const char *value)
+{
+    conn_ctx_t *c = cls;
+    return cg_request_param(&c->req, key, value) == 0 ? MHD_YES : MHD_NO;
+}
+
+/* Decides the CORS answer for an Origin header. Returns false when the
+ * origin is not allowed. */
+static bool check_origin(conn_ctx_t *c, const char *origin)
+{
+    if (!origin)
+        return true;
+    const cg_config_t *cfg = c->http->cfg;
+    for (size_t i = 0; i < cfg->n_cors_origins; i++) {
+        if (strcmp(cfg->cors_origins[i], origin) == 0) {
+            c->origin = bson_strdup(origin);
+            c->origin_credentials = true;
+            return true;
+        }
+    }
+    for (size_t i = 0; i < cfg->n_cors_origins; i++) {
+        if (strcmp(cfg->cors_origins[i], "*") == 0) {
+            c->origin = bson_strdup("*");
+            return true;
+        }
+    }
+    return false;
+}
+
+static enum MHD_Result send_preflight(conn_ctx_t *c)
+{
+    struct MHD_Response *r = MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT);
+    MHD_add_response_header(r, "Allow", "GET, HEAD, OPTIONS");
+    MHD_add_response_header(r, "Access-Control-Allow-Methods", "GET, HEAD, OPTIONS");
+    MHD_add_response_header(r, "Access-Control-Allow-Headers",
+                            "Last-Event-ID, Accept, Cache-Control, Authorization");
+    MHD_add_response_header(r, "Access-Control-Max-Age", "600");
+    add_common_headers(c, r);
+    enum MHD_Result ret = MHD_queue_response(c->conn, MHD_HTTP_NO_CONTENT, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
+static enum MHD_Result begin_request(conn_ctx_t *c, const char *url, const char *method)
+{
+    cg_http_t *http = c->http;
+    bool preflight = strcmp(method, "OPTIONS") == 0;
+    if (cg_request_init(&c->req, preflight ? "GET" : method, url) != 0)
+        return send_error(c, NULL);
+    const char *origin = MHD_lookup_connection_value(c->conn, MHD_HEADER_KIND, "Origin");
+    if (!check_origin(c, origin)) {
+        cg_request_fail(&c->req, 403, "origin_not_allowed",
+                        "origin %.200s is not allowed (see --cors-origin)", origin);
+        return send_error(c, NULL);
+    }
+    if (preflight)
+        return send_preflight(c);
+    MHD_get_connection_values(c->conn, MHD_GET_ARGUMENT_KIND, collect_param, c);
+    const char *last_id = MHD_lookup_connection_value(c->conn, MHD_HEADER_KIND, "Last-Event-ID");
+    const char *accept = MHD_lookup_connection_value(c->conn, MHD_HEADER_KIND, "Accept");
+    if (cg_request_finish(&c->req, last_id, accept) != 0)
+        return send_error(c, NULL);
+    if (c->req.endpoint == CG_EP_HEALTHZ)
+        return send_health(c);
+
+    bool poll = c->req.endpoint == CG_EP_POLL;
+    cg_sub_spec_t spec = {
+        .filter = cg_request_take_filter(&c->req),
+        .position = c->req.position,
+        .heartbeats = !poll,
+        .deadline_ms = poll ? cg_hub_now_ms() + (int64_t)c->req.timeout_s * 1000 : 0,
+        .ops = &sub_ops,
+        .ctx = c,
+    };
+    switch (cg_hub_subscribe(http->hub, &spec, &c->sub)) {
+    case CG_HUB_FULL:
+        cg_request_fail(&c->req, 503, "too_many_subscribers",
+                        "this server has --max-subscribers %zu subscribers; retry later",
+                        http->cfg->max_subscribers);
+        return send_error(c, "5");
+    case CG_HUB_STOPPING:
+        cg_request_fail(&c->req, 503, "shutting_down", "changegate is shutting down");
+        return send_error(c, "1");
+    case CG_HUB_OK:
+        break;
+    }
+    return poll ? poll_step(c) : start_stream(c);
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
+                                  const char *method, const char *version,
+                                  const char *upload_data, size_t *upload_data_size,
+                                  void **con_cls)
+{
+    conn_ctx_t *c = *con_cls;
+    if (!c) {
+        c = bson_malloc0(sizeof *c);
+        c->http = cls;
+        c->conn = conn;
+        *con_cls = c;
+        return begin_request(c, url, method);
+    }
+    if (*upload_data_size) { /* a body nobody asked for: discard it */
+        *upload_data_size = 0;
+        return MHD_YES;
+    }
+    if (c->sub && c->req.endpoint == CG_EP_POLL)
+        return poll_step(c); /* resumed after a park */
+    return MHD_YES;
+}
+
+static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+                         enum MHD_RequestTerminationCode toe)
+{
+    conn_ctx_t *c = *con_cls;
+    if (!c)
+        return;
+    cg_http_t *http = cls;
+    if (c->sub) {
+        cg_log_debug("%s: %s closed (%s)", http->spec,
+                     c->req.endpoint == CG_EP_POLL ? "poll" : "stream",
+                     toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "completed" : "client gone");
+        cg_hub_unsubscribe(http->hub, c->sub);
+    }
+    cg_event_unref(c->cur);
+    cg_request_clear(&c->req);
+    bson_free(c->origin);
+    bson_free(c);
+    *con_cls = NULL;
+}
+
+static void on_mhd_log(void *cls, const char *fmt, va_list ap)
+{
+    char msg[512];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    size_t len = strlen(msg);
+    while (len && (msg[len - 1] == '\n' || msg[len - 1] == '\r'))
+        msg[--len] = '\0';
+    cg_log_debug("libmicrohttpd: %s", msg);
+}
+
+cg_http_t *cg_http_start(const cg_listen_t *listen, const cg_config_t *cfg, cg_hub_t *hub,
+                         cg_watcher_t *watcher, char *err, size_t errlen)
+{
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+                             .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
+    struct addrinfo *ai = NULL;
+    char port[8];
+    snprintf(port, sizeof port, "%u", listen->port);
+    int gai = getaddrinfo(listen->host, port, &hints, &ai);
+    if (gai != 0) {
+        snprintf(err, errlen, "%s: cannot resolve %s: %s", listen->spec, listen->host,
+                 gai_strerror(gai));
+        return NULL;
+    }
+    /* Leave file descriptors for the watcher, logs and the state file. */
+    struct rlimit rl;
+    unsigned limit = (unsigned)(cfg->max_subscribers + 64);
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
+        rl.rlim_cur < (rlim_t)limit + 32)
+        limit = rl.rlim_cur > 64 ? (unsigned)rl.rlim_cur - 32 : 32;
+
+    cg_http_t *http = bson_malloc0(sizeof *http);
+    http->cfg = cfg;
+    http->hub = hub;
+    http->watcher = watcher;
+    http->spec = bson_strdup(listen->spec);
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME |
+                     MHD_USE_ERROR_LOG;
+    if (ai->ai_family == AF_INET6)
+        flags |= MHD_USE_IPv6;
+    http->daemon = MHD_start_daemon(
+        flags, 0, NULL, NULL, on_request, http, MHD_OPTION_SOCK_ADDR, ai->ai_addr,
+        MHD_OPTION_CONNECTION_LIMIT, limit, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+        (size_t)CONNECTION_MEMORY, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)IDLE_TIMEOUT_S,
+        MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned)1, MHD_OPTION_NOTIFY_COMPLETED,
+        on_completed, http, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, http, MHD_OPTION_END);
+    freeaddrinfo(ai);
+    if (!http->daemon) {
+        snprintf(err, errlen, "%s: cannot listen (address in use or not available?)",
+                 listen->spec);
+        bson_free(http->spec);
+        bson_free(http);
+        return NULL;
+    }
+    cg_log_info("listening on %s (at most %u connections)", listen->spec, limit);
+    return http;
+}
+
+void cg_http_quiesce(cg_http_t *http)
+{
+    MHD_socket fd = MHD_quiesce_daemon(http->daemon);
+    if (fd != MHD_INVALID_SOCKET)
+        close(fd);
+}
+
+void cg_http_stop(cg_http_t *http)
+{
+    if (!http)
+        return;
+    MHD_stop_daemon(http->daemon);
+    bson_free(http->spec);
+    bson_free(http);
+}

@@ -1,0 +1,89 @@
+/* hub.h: subscribers as cursors into the journal; who gets what next.
+ *
+ * The hub owns the journal and every subscriber, behind one mutex. Threads:
+ * the watcher publishes, front ends (HTTP now, FastCGI later) read, the main
+ * thread ticks. No transport types appear here: a front end gives each
+ * subscriber two callbacks, park and wake, and the hub guarantees that every
+ * park is followed by exactly one wake (never two), so a front end can map
+ * them onto libmicrohttpd's suspend and resume.
+ *
+ * A parked subscriber is not scanned again until something it wants arrives:
+ * cg_hub_publish() tests each new event against parked subscribers' filters
+ * and wakes only those it matches. */
+#ifndef CG_HUB_H
+#define CG_HUB_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "event.h"
+#include "filter.h"
+#include "journal.h"
+
+typedef struct cg_hub cg_hub_t;
+typedef struct cg_sub cg_sub_t;
+
+typedef struct cg_sub_ops {
+    /* Both are called with the hub's lock held and must not call into the hub.
+     * park: in the thread running cg_hub_next(), just before it returns
+     * CG_NEXT_PARKED. wake: from any thread, exactly once after each park. */
+    void (*park)(void *ctx);
+    void (*wake)(void *ctx);
+} cg_sub_ops_t;
+
+typedef struct cg_sub_spec {
+    cg_filter_t *filter;   /* stolen by cg_hub_subscribe, whatever its result */
+    const char *position;  /* resume strictly after it; NULL: from now. Copied. */
+    bool heartbeats;       /* wake the subscriber when idle for the heartbeat interval */
+    int64_t deadline_ms;   /* cg_hub_now_ms() time at which to give up; 0: never */
+    const cg_sub_ops_t *ops;
+    void *ctx;
+} cg_sub_spec_t;
+
+typedef enum {
+    CG_NEXT_EVENT,     /* *ev is a CHANGE or RESET to send; the caller owns the reference */
+    CG_NEXT_HEARTBEAT, /* idle for a heartbeat interval: send a keep-alive */
+    CG_NEXT_TIMEOUT,   /* the deadline passed with nothing to send */
+    CG_NEXT_PARKED,    /* nothing now; ops->park was called and ops->wake will follow */
+    CG_NEXT_EMPTY,     /* nothing now (asked not to park) */
+    CG_NEXT_END        /* the hub is stopping: end the stream */
+} cg_next_t;
+
+typedef enum { CG_HUB_OK = 0, CG_HUB_FULL, CG_HUB_STOPPING } cg_hub_rc_t;
+
+/* Takes ownership of journal. heartbeat_s: idle interval for heartbeats. */
+cg_hub_t *cg_hub_new(cg_journal_t *journal, size_t max_subscribers, unsigned heartbeat_s);
+void cg_hub_free(cg_hub_t *hub);
+
+int64_t cg_hub_now_ms(void);
+
+/* Watcher side. publish takes the caller's reference to ev. */
+void cg_hub_publish(cg_hub_t *hub, cg_event_t *ev);
+/* The watcher has caught up with "now": subscribers waiting to resolve their
+ * position (or to start from now) can proceed. Until then they wait. */
+void cg_hub_set_live(cg_hub_t *hub);
+bool cg_hub_is_live(cg_hub_t *hub);
+bool cg_hub_journal_empty(cg_hub_t *hub);
+/* See cg_journal_replay_from(); a new string or NULL. */
+char *cg_hub_replay_from(cg_hub_t *hub);
+/* The newest position in the journal; a new string or NULL. */
+char *cg_hub_last_position(cg_hub_t *hub);
+
+/* Front-end side. */
+cg_hub_rc_t cg_hub_subscribe(cg_hub_t *hub, const cg_sub_spec_t *spec, cg_sub_t **out);
+void cg_hub_unsubscribe(cg_hub_t *hub, cg_sub_t *sub);
+cg_next_t cg_hub_next(cg_hub_t *hub, cg_sub_t *sub, bool park, cg_event_t **ev);
+/* Where this subscriber would resume from now: a new string, or NULL when no
+ * position is known yet. */
+char *cg_hub_sub_position(cg_hub_t *hub, cg_sub_t *sub);
+
+/* Main thread, a few times a second: wakes parked subscribers whose heartbeat
+ * or deadline is due. */
+void cg_hub_tick(cg_hub_t *hub);
+/* Refuses new subscribers and wakes every parked one; cg_hub_next then
+ * returns CG_NEXT_END. */
+void cg_hub_stop(cg_hub_t *hub);
+size_t cg_hub_subscriber_count(cg_hub_t *hub);
+
+#endif

@@ -1,0 +1,58 @@
+/* log.c: levelled, line-at-a-time logging to stderr. */
+#include "log.h"
+
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/time.h>
+#include <time.h>
+#include <unistd.h>
+
+static _Atomic int log_level = CG_LOG_INFO;
+static const char *const level_names[] = {"error", "warn", "info", "debug"};
+
+void cg_log_set_level(cg_log_level_t level)
+{
+    atomic_store(&log_level, (int)level);
+}
+
+cg_log_level_t cg_log_get_level(void)
+{
+    return (cg_log_level_t)atomic_load(&log_level);
+}
+
+int cg_log_level_parse(const char *name, cg_log_level_t *out)
+{
+    for (int i = 0; i <= CG_LOG_DEBUG; i++) {
+        if (strcmp(name, level_names[i]) == 0) {
+            *out = (cg_log_level_t)i;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+void cg_log(cg_log_level_t level, const char *fmt, ...)
+{
+    if ((int)level > atomic_load(&log_level))
+        return;
+    char line[2048];
+    struct timeval tv;
+    struct tm tm;
+    gettimeofday(&tv, NULL);
+    gmtime_r(&tv.tv_sec, &tm);
+    int n = snprintf(line, sizeof line, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ changegate[%d] %s: ",
+                     tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
+                     tm.tm_sec, (int)(tv.tv_usec / 1000), (int)getpid(), level_names[level]);
+    va_list ap;
+    va_start(ap, fmt);
+    int m = vsnprintf(line + n, sizeof line - (size_t)n - 1, fmt, ap);
+    va_end(ap);
+    size_t len = (size_t)n + (m < 0 ? 0 : (size_t)m);
+    if (len > sizeof line - 2)
+        len = sizeof line - 2; /* truncated: still one line */
+    line[len++] = '\n';
+    ssize_t w = write(STDERR_FILENO, line, len);
+    (void)w; /* nowhere left to report a failed log write */
+}

@@ -1,0 +1,145 @@
+/* main.c: options -> config, start order, signals, stop order.
+ *
+ * Start: config, journal + hub, watcher (its own thread), HTTP listeners.
+ * Stop (SIGTERM/SIGINT): stop accepting, end every stream, let the watcher
+ * save its position, close the listeners; all within 2 seconds. */
+#include <errno.h>
+#include <mongoc/mongoc.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <microhttpd.h>
+#include <pthread.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "config.h"
+#include "http.h"
+#include "hub.h"
+#include "journal.h"
+#include "log.h"
+#include "watcher.h"
+
+/* Raises the soft open-files limit to the hard one: every subscriber is a socket. */
+static void raise_nofile(size_t wanted)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+        return;
+    if (rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+    if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < wanted)
+        cg_log_warn("open-files limit is %llu, below --max-subscribers + 100 (%zu): raise it "
+                    "(ulimit -n, or LimitNOFILE= in the systemd unit)",
+                    (unsigned long long)rl.rlim_cur, wanted);
+}
+
+static int check_config(const cg_config_t *cfg)
+{
+    struct stat st;
+    if (stat(cfg->state_dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
+        fprintf(stderr, "changegate: --state-dir %s is not a directory\n", cfg->state_dir);
+        return 1;
+    }
+    printf("configuration OK\n");
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    cg_config_t cfg;
+    char err[4096];
+    if (cg_config_parse(&cfg, argc, argv, err, sizeof err) != 0) {
+        fprintf(stderr, "changegate: configuration problems:\n%s\n", err);
+        cg_config_free(&cfg);
+        return 1;
+    }
+    if (cfg.show_help) {
+        cg_config_usage(stdout);
+        cg_config_free(&cfg);
+        return 0;
+    }
+    if (cfg.show_version) {
+        printf("changegate %s (libmongoc %s, libmicrohttpd %s)\n", PACKAGE_VERSION,
+               mongoc_get_version(), MHD_get_version());
+        cg_config_free(&cfg);
+        return 0;
+    }
+    if (cfg.check_config) {
+        int rc = check_config(&cfg);
+        cg_config_free(&cfg);
+        return rc;
+    }
+    cg_log_set_level(cfg.log_level);
+    raise_nofile(cfg.max_subscribers + 100);
+
+    /* Signals are taken synchronously by this thread only. */
+    sigset_t sigs;
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGTERM);
+    sigaddset(&sigs, SIGINT);
+    sigaddset(&sigs, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    mongoc_init();
+    int rc = 1;
+    cg_hub_t *hub = cg_hub_new(cg_journal_new(cfg.journal_size), cfg.max_subscribers,
+                               cfg.heartbeat);
+    cg_http_t **servers = bson_malloc0(cfg.n_listen * sizeof *servers);
+    cg_watcher_t *watcher = cg_watcher_new(&cfg, hub, err, sizeof err);
+    if (!watcher) {
+        cg_log_error("%s", err);
+        goto out;
+    }
+    for (size_t i = 0; i < cfg.n_listen; i++) {
+        servers[i] = cg_http_start(&cfg.listen[i], &cfg, hub, watcher, err, sizeof err);
+        if (!servers[i]) {
+            cg_log_error("%s", err);
+            cg_hub_stop(hub);
+            goto out;
+        }
+    }
+    if (cg_watcher_start(watcher, err, sizeof err) != 0) {
+        cg_log_error("%s", err);
+        cg_hub_stop(hub);
+        goto out;
+    }
+    cg_log_info("changegate %s started: watching %s on %s", PACKAGE_VERSION, cfg.watch,
+                cfg.mongo_uri);
+
+    for (;;) {
+        struct timespec tick = {0, 250 * 1000000L};
+        int sig = sigtimedwait(&sigs, NULL, &tick);
+        if (sig == SIGTERM || sig == SIGINT) {
+            cg_log_info("received %s: stopping", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+            break;
+        }
+        if (sig == SIGHUP) /* logs go to stderr: there is no file to reopen */
+            cg_log_info("received SIGHUP: nothing to reload");
+        cg_hub_tick(hub);
+    }
+
+    for (size_t i = 0; i < cfg.n_listen; i++)
+        cg_http_quiesce(servers[i]);
+    cg_hub_stop(hub);
+    /* Give streams a moment to send their last bytes and end. */
+    for (int i = 0; i < 40 && cg_hub_subscriber_count(hub) > 0; i++)
+        nanosleep(&(struct timespec){0, 20 * 1000000L}, NULL);
+    cg_watcher_stop(watcher, 900);
+    rc = 0;
+out:
+    for (size_t i = 0; i < cfg.n_listen; i++)
+        cg_http_stop(servers[i]);
+    bson_free(servers);
+    /* A watcher stuck inside a MongoDB call still uses the hub: leave both to the exit. */
+    if (!watcher || cg_watcher_free(watcher))
+        cg_hub_free(hub);
+    mongoc_cleanup();
+    cg_log_info("stopped");
+    cg_config_free(&cfg);
+    return rc;
+}

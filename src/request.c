@@ -1,0 +1,177 @@
+/* request.c: parameter and header validation shared by every front end. */
+#include "request.h"
+
+#include <bson/bson.h>
+#include <errno.h>
+#include <jansson.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "position.h"
+
+int cg_request_fail(cg_request_t *req, int status, const char *code, const char *fmt, ...)
+{
+    if (req->status) /* keep the first problem */
+        return -1;
+    req->status = status;
+    snprintf(req->error, sizeof req->error, "%s", code);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(req->message, sizeof req->message, fmt, ap);
+    va_end(ap);
+    /* Messages quote client input: keep them printable ASCII so the JSON
+     * body is always valid UTF-8 and one line. */
+    for (char *p = req->message; *p; p++)
+        if ((unsigned char)*p < 0x20 || (unsigned char)*p >= 0x7f)
+            *p = '?';
+    return -1;
+}
+
+int cg_request_init(cg_request_t *req, const char *method, const char *path)
+{
+    memset(req, 0, sizeof *req);
+    req->filter = cg_filter_new();
+    req->timeout_s = CG_POLL_TIMEOUT_DEFAULT;
+    req->limit = CG_POLL_LIMIT_DEFAULT;
+    if (strcmp(path, "/events") == 0)
+        req->endpoint = CG_EP_EVENTS;
+    else if (strcmp(path, "/poll") == 0)
+        req->endpoint = CG_EP_POLL;
+    else if (strcmp(path, "/healthz") == 0)
+        req->endpoint = CG_EP_HEALTHZ;
+    else
+        return cg_request_fail(req, 404, "not_found",
+                               "no such endpoint: %.200s (try /events, /poll or /healthz)", path);
+    if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0) {
+        req->allow = "GET, HEAD, OPTIONS";
+        return cg_request_fail(req, 405, "method_not_allowed",
+                               "method %.32s is not allowed on %s; use GET", method, path);
+    }
+    return 0;
+}
+
+/* Parses a decimal in [min, max]; -1 on anything else. */
+static int parse_uint(const char *s, unsigned min, unsigned max, unsigned *out)
+{
+    if (!s || !*s || *s == '-' || *s == '+')
+        return -1;
+    char *end;
+    errno = 0;
+    unsigned long v = strtoul(s, &end, 10);
+    if (errno || *end || v < min || v > max)
+        return -1;
+    *out = (unsigned)v;
+    return 0;
+}
+
+static int once(cg_request_t *req, bool *seen, const char *name)
+{
+    if (*seen)
+        return cg_request_fail(req, 400, "invalid_parameter", "%s is given more than once",
+                               name);
+    *seen = true;
+    return 0;
+}
+
+int cg_request_param(cg_request_t *req, const char *name, const char *value)
+{
+    char err[400];
+    value = value ? value : "";
+    if (strcmp(name, "ns") == 0) {
+        if (cg_filter_add_ns(req->filter, value, err, sizeof err) != 0)
+            return cg_request_fail(req, 400, "invalid_parameter", "%s", err);
+    } else if (strcmp(name, "op") == 0) {
+        if (cg_filter_add_ops(req->filter, value, err, sizeof err) != 0)
+            return cg_request_fail(req, 400, "invalid_parameter", "%s", err);
+    } else if (strcmp(name, "filter") == 0 || strcmp(name, "fields") == 0) {
+        return cg_request_fail(req, 400, "not_supported",
+                               "the %s parameter is not supported by this version of changegate "
+                               "yet; use ns and op",
+                               name);
+    } else if (strcmp(name, "lastEventId") == 0) {
+        if (once(req, &req->seen_position, name) != 0)
+            return -1;
+        req->param_position = bson_strdup(value);
+    } else if (strcmp(name, "format") == 0 && req->endpoint == CG_EP_EVENTS) {
+        if (once(req, &req->seen_format, name) != 0)
+            return -1;
+        if (strcmp(value, "ndjson") == 0)
+            req->ndjson = true;
+        else if (strcmp(value, "sse") != 0)
+            return cg_request_fail(req, 400, "invalid_parameter",
+                                   "format must be sse or ndjson, not '%.64s'", value);
+    } else if (strcmp(name, "timeout") == 0 && req->endpoint == CG_EP_POLL) {
+        if (once(req, &req->seen_timeout, name) != 0)
+            return -1;
+        if (parse_uint(value, 0, CG_POLL_TIMEOUT_MAX, &req->timeout_s) != 0)
+            return cg_request_fail(req, 400, "invalid_parameter",
+                                   "timeout must be a whole number of seconds from 0 to %d",
+                                   CG_POLL_TIMEOUT_MAX);
+    } else if (strcmp(name, "limit") == 0 && req->endpoint == CG_EP_POLL) {
+        if (once(req, &req->seen_limit, name) != 0)
+            return -1;
+        if (parse_uint(value, 1, CG_POLL_LIMIT_MAX, &req->limit) != 0)
+            return cg_request_fail(req, 400, "invalid_parameter",
+                                   "limit must be a whole number from 1 to %d", CG_POLL_LIMIT_MAX);
+    } else {
+        return cg_request_fail(req, 400, "unknown_parameter",
+                               "unknown query parameter '%.64s' for this endpoint", name);
+    }
+    return 0;
+}
+
+static int check_position(cg_request_t *req, const char *pos, const char *what)
+{
+    bson_t token;
+    char err[256];
+    if (cg_position_to_token(pos, &token, err, sizeof err) != 0)
+        return cg_request_fail(req, 400, "invalid_position", "%s is not a valid position: %s",
+                               what, err);
+    bson_destroy(&token);
+    return 0;
+}
+
+int cg_request_finish(cg_request_t *req, const char *last_event_id, const char *accept)
+{
+    if (req->status)
+        return -1;
+    /* An empty value means "no position" (what EventSource has before any id). */
+    if (req->param_position && *req->param_position &&
+        check_position(req, req->param_position, "the lastEventId parameter") != 0)
+        return -1;
+    if (last_event_id && *last_event_id &&
+        check_position(req, last_event_id, "the Last-Event-ID header") != 0)
+        return -1;
+    const char *pos = last_event_id && *last_event_id ? last_event_id : req->param_position;
+    req->position = pos && *pos ? bson_strdup(pos) : NULL;
+    if (req->endpoint == CG_EP_EVENTS && !req->seen_format && accept &&
+        strstr(accept, "application/x-ndjson"))
+        req->ndjson = true;
+    return 0;
+}
+
+char *cg_request_error_json(const cg_request_t *req)
+{
+    json_t *body = json_pack("{s:s, s:s}", "error", req->error, "message", req->message);
+    char *text = json_dumps(body, JSON_COMPACT);
+    json_decref(body);
+    return text;
+}
+
+cg_filter_t *cg_request_take_filter(cg_request_t *req)
+{
+    cg_filter_t *f = req->filter;
+    req->filter = NULL;
+    return f;
+}
+
+void cg_request_clear(cg_request_t *req)
+{
+    cg_filter_free(req->filter);
+    bson_free(req->position);
+    bson_free(req->param_position);
+    req->filter = NULL;
+    req->position = req->param_position = NULL;
+}

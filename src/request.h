@@ -1,0 +1,58 @@
+/* request.h: a subscriber request, validated, independent of the transport.
+ *
+ * A front end feeds the method, path, query parameters and the two headers
+ * that matter (Last-Event-ID, Accept) into a cg_request_t; on any problem the
+ * request holds the HTTP status and a JSON error body to send. HTTP and
+ * FastCGI thus accept and refuse exactly the same things. */
+#ifndef CG_REQUEST_H
+#define CG_REQUEST_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "filter.h"
+
+typedef enum {
+    CG_EP_EVENTS = 1, /* GET /events: SSE or NDJSON */
+    CG_EP_POLL,       /* GET /poll: long-poll */
+    CG_EP_HEALTHZ     /* GET /healthz */
+} cg_endpoint_t;
+
+#define CG_POLL_TIMEOUT_DEFAULT 25
+#define CG_POLL_TIMEOUT_MAX 120
+#define CG_POLL_LIMIT_DEFAULT 100
+#define CG_POLL_LIMIT_MAX 1000
+
+typedef struct cg_request {
+    cg_endpoint_t endpoint;
+    cg_filter_t *filter;   /* owned; take it with cg_request_take_filter() */
+    char *position;        /* where to resume after (header wins over parameter); NULL: now */
+    bool ndjson;
+    unsigned timeout_s, limit;
+
+    int status;            /* 0 while valid; else the HTTP status to answer */
+    char error[32];        /* error code, e.g. "unknown_parameter" */
+    char message[512];     /* for a person */
+    const char *allow;     /* for 405: the Allow header */
+
+    /* internal */
+    char *param_position;
+    bool seen_format, seen_timeout, seen_limit, seen_position;
+} cg_request_t;
+
+/* Routes method and path. Returns 0, or -1 with the error set (404/405). */
+int cg_request_init(cg_request_t *req, const char *method, const char *path);
+/* Each query parameter in turn (repeats allowed for ns). 0, or -1 with error. */
+int cg_request_param(cg_request_t *req, const char *name, const char *value);
+/* Call once with the headers' values (NULL when absent), after all parameters.
+ * Validates the position. 0, or -1 with error. */
+int cg_request_finish(cg_request_t *req, const char *last_event_id, const char *accept);
+/* Sets an error (status, code, printf-style message); returns -1. */
+int cg_request_fail(cg_request_t *req, int status, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+/* The error body {"error":...,"message":...}, a new string (free()). */
+char *cg_request_error_json(const cg_request_t *req);
+cg_filter_t *cg_request_take_filter(cg_request_t *req);
+void cg_request_clear(cg_request_t *req);
+
+#endif

@@ -1,0 +1,509 @@
+/* watcher.c: the shared change stream loop, its reconnects and its state file. */
+#include "watcher.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <mongoc/mongoc.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "position.h"
+
+#define STATE_FILE "changegate.position"
+#define AWAIT_MS 500        /* getMore wait: bounds how long a stop request waits */
+#define BACKOFF_MIN_MS 100
+#define BACKOFF_MAX_MS 5000
+
+struct cg_watcher {
+    const cg_config_t *cfg;
+    cg_hub_t *hub;
+    mongoc_uri_t *uri;
+    mongoc_client_t *client; /* watcher thread only */
+    pthread_t thread;
+    bool started, joined;
+
+    pthread_mutex_t lock;    /* guards everything below */
+    pthread_cond_t cond;     /* signalled on stop, to cut a backoff sleep short */
+    bool stop;
+    bool streaming;
+    char status[512];
+    char *last;              /* newest position seen (event _id or postBatchResumeToken) */
+    char *saved_replay_from; /* from the state file */
+    char *saved_last;
+    char *written;           /* state file content last written, to skip identical writes */
+    pthread_mutex_t persist_lock;
+};
+
+static char *state_path(const cg_watcher_t *w, const char *suffix)
+{
+    return bson_strdup_printf("%s/%s%s", w->cfg->state_dir, STATE_FILE, suffix);
+}
+
+static int load_state(cg_watcher_t *w, char *err, size_t errlen)
+{
+    char *path = state_path(w, "");
+    json_error_t jerr;
+    json_t *root = json_load_file(path, 0, &jerr);
+    if (!root) {
+        int missing = access(path, F_OK) != 0;
+        if (!missing)
+            snprintf(err, errlen, "cannot read %s: %s (line %d)", path, jerr.text, jerr.line);
+        bson_free(path);
+        return missing ? 0 : -1;
+    }
+    const char *replay = json_string_value(json_object_get(root, "resumeAfter"));
+    const char *last = json_string_value(json_object_get(root, "position"));
+    char perr[128];
+    bson_t tok;
+    int rc = 0;
+    for (int i = 0; i < 2 && rc == 0; i++) {
+        const char *p = i ? last : replay;
+        if (!p)
+            continue;
+        if (cg_position_to_token(p, &tok, perr, sizeof perr) != 0) {
+            snprintf(err, errlen, "%s holds an invalid position: %s", path, perr);
+            rc = -1;
+        } else {
+            bson_destroy(&tok);
+        }
+    }
+    if (rc == 0) {
+        w->saved_replay_from = replay ? bson_strdup(replay) : NULL;
+        w->saved_last = last ? bson_strdup(last) : NULL;
+        w->last = last ? bson_strdup(last) : NULL;
+    }
+    json_decref(root);
+    bson_free(path);
+    return rc;
+}
+
+/* Writes the state file atomically: temp file, fsync, rename, fsync of the
+ * directory. Called by the watcher thread, and by cg_watcher_stop(). */
+static void persist(cg_watcher_t *w)
+{
+    char *replay = cg_hub_replay_from(w->hub);
+    pthread_mutex_lock(&w->lock);
+    char *last = w->last ? bson_strdup(w->last) : NULL;
+    pthread_mutex_unlock(&w->lock);
+    if (!replay && !last)
+        return;
+    json_t *root = json_pack("{s:i, s:s?, s:s?}", "version", 1, "resumeAfter", replay,
+                             "position", last);
+    char *text = json_dumps(root, JSON_COMPACT);
+    json_decref(root);
+    bson_free(replay);
+    bson_free(last);
+
+    pthread_mutex_lock(&w->persist_lock);
+    if (w->written && strcmp(w->written, text) == 0)
+        goto done;
+    char *tmp = state_path(w, ".tmp"), *path = state_path(w, "");
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    size_t len = strlen(text);
+    bool ok = fd >= 0 && write(fd, text, len) == (ssize_t)len && write(fd, "\n", 1) == 1 &&
+              fsync(fd) == 0;
+    if (fd >= 0)
+        close(fd);
+    if (ok && rename(tmp, path) == 0) {
+        int dfd = open(w->cfg->state_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (dfd >= 0) {
+            fsync(dfd);
+            close(dfd);
+        }
+        bson_free(w->written);
+        w->written = bson_strdup(text);
+    } else {
+        cg_log_error("cannot save the position to %s: %s", path, strerror(errno));
+        unlink(tmp);
+    }
+    bson_free(tmp);
+    bson_free(path);
+done:
+    pthread_mutex_unlock(&w->persist_lock);
+    free(text);
+}
+
+cg_watcher_t *cg_watcher_new(const cg_config_t *cfg, cg_hub_t *hub, char *err, size_t errlen)
+{
+    struct stat st;
+    if (stat(cfg->state_dir, &st) != 0 || !S_ISDIR(st.st_mode) ||
+        access(cfg->state_dir, W_OK | X_OK) != 0) {
+        snprintf(err, errlen, "state dir %s is not a writable directory", cfg->state_dir);
+        return NULL;
+    }
+    bson_error_t berr;
+    mongoc_uri_t *uri = mongoc_uri_new_with_error(cfg->mongo_uri, &berr);
+    if (!uri) {
+        snprintf(err, errlen, "invalid --mongo-uri: %s", berr.message);
+        return NULL;
+    }
+    /* Bound each connection attempt so a stop request is honoured quickly
+     * while MongoDB is unreachable; the loop retries with backoff anyway. */
+    if (!mongoc_uri_has_option(uri, MONGOC_URI_SERVERSELECTIONTIMEOUTMS))
+        mongoc_uri_set_option_as_int32(uri, MONGOC_URI_SERVERSELECTIONTIMEOUTMS, 1000);
+    if (!mongoc_uri_has_option(uri, MONGOC_URI_CONNECTTIMEOUTMS))
+        mongoc_uri_set_option_as_int32(uri, MONGOC_URI_CONNECTTIMEOUTMS, 1000);
+    if (!mongoc_uri_has_option(uri, MONGOC_URI_APPNAME))
+        mongoc_uri_set_appname(uri, "changegate");
+
+    cg_watcher_t *w = bson_malloc0(sizeof *w);
+    w->cfg = cfg;
+    w->hub = hub;
+    w->uri = uri;
+    pthread_mutex_init(&w->lock, NULL);
+    pthread_mutex_init(&w->persist_lock, NULL);
+    pthread_cond_init(&w->cond, NULL);
+    snprintf(w->status, sizeof w->status, "connecting to MongoDB");
+    if (load_state(w, err, errlen) != 0) {
+        w->joined = true;
+        cg_watcher_free(w);
+        return NULL;
+    }
+    return w;
+}
+
+static bool should_stop(cg_watcher_t *w)
+{
+    pthread_mutex_lock(&w->lock);
+    bool stop = w->stop;
+    pthread_mutex_unlock(&w->lock);
+    return stop;
+}
+
+static void sleep_ms(cg_watcher_t *w, int ms)
+{
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += ms / 1000;
+    until.tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&w->lock);
+    while (!w->stop && pthread_cond_timedwait(&w->cond, &w->lock, &until) == 0)
+        ;
+    pthread_mutex_unlock(&w->lock);
+}
+
+/* Records the watcher's state for /healthz, logging only changes. */
+static void set_status(cg_watcher_t *w, bool streaming, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void set_status(cg_watcher_t *w, bool streaming, const char *fmt, ...)
+{
+    char msg[sizeof w->status];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    pthread_mutex_lock(&w->lock);
+    bool changed = w->streaming != streaming || strcmp(w->status, msg) != 0;
+    w->streaming = streaming;
+    memcpy(w->status, msg, sizeof msg);
+    pthread_mutex_unlock(&w->lock);
+    if (changed) {
+        if (streaming)
+            cg_log_info("watcher: %s", msg);
+        else
+            cg_log_warn("watcher: %s", msg);
+    }
+}
+
+static void set_last(cg_watcher_t *w, const char *position)
+{
+    pthread_mutex_lock(&w->lock);
+    if (!w->last || strcmp(w->last, position) != 0) {
+        bson_free(w->last);
+        w->last = bson_strdup(position);
+    }
+    pthread_mutex_unlock(&w->lock);
+}
+
+/* An error after which resuming from the same position can never work:
+ * the history is gone or the token is unusable. Everything else (network,
+ * server selection, resumable server errors) is retried from our position. */
+static bool is_fatal_resume_error(const bson_error_t *error, const bson_t *reply)
+{
+    if (error->domain != MONGOC_ERROR_SERVER && error->domain != MONGOC_ERROR_QUERY)
+        return false;
+    switch (error->code) {
+    case 286: /* ChangeStreamHistoryLost */
+    case 280: /* ChangeStreamFatalError */
+    case 260: /* InvalidResumeToken */
+    case 136: /* CappedPositionLost */
+        return true;
+    default:
+        return reply && mongoc_error_has_label(reply, "NonResumableChangeStreamError");
+    }
+}
+
+static mongoc_change_stream_t *open_stream(cg_watcher_t *w, const char *resume, bool start_after)
+{
+    const cg_config_t *cfg = w->cfg;
+    bson_t opts = BSON_INITIALIZER;
+    if (strcmp(cfg->full_document, "default") != 0)
+        BSON_APPEND_UTF8(&opts, "fullDocument", cfg->full_document);
+    if (strcmp(cfg->full_document_before_change, "off") != 0)
+        BSON_APPEND_UTF8(&opts, "fullDocumentBeforeChange", cfg->full_document_before_change);
+    BSON_APPEND_INT64(&opts, "maxAwaitTimeMS", AWAIT_MS);
+    if (resume) {
+        bson_t token;
+        char perr[128];
+        if (cg_position_to_token(resume, &token, perr, sizeof perr) == 0) {
+            BSON_APPEND_DOCUMENT(&opts, start_after ? "startAfter" : "resumeAfter", &token);
+            bson_destroy(&token);
+        }
+    }
+    mongoc_change_stream_t *stream;
+    if (!cfg->watch_db) {
+        stream = mongoc_client_watch(w->client, cfg->pipeline, &opts);
+    } else if (!cfg->watch_coll) {
+        mongoc_database_t *db = mongoc_client_get_database(w->client, cfg->watch_db);
+        stream = mongoc_database_watch(db, cfg->pipeline, &opts);
+        mongoc_database_destroy(db);
+    } else {
+        mongoc_collection_t *coll =
+            mongoc_client_get_collection(w->client, cfg->watch_db, cfg->watch_coll);
+        stream = mongoc_collection_watch(coll, cfg->pipeline, &opts);
+        mongoc_collection_destroy(coll);
+    }
+    bson_destroy(&opts);
+    return stream;
+}
+
+static char *stream_position(mongoc_change_stream_t *stream)
+{
+    const bson_t *tok = mongoc_change_stream_get_resume_token(stream);
+    return tok ? cg_position_from_token(tok) : NULL;
+}
+
+/* The state the watcher loop carries between stream (re)openings. */
+typedef struct {
+    char *resume;         /* resume after this position; NULL: from now */
+    bool start_after;     /* resume with startAfter (after an invalidate) */
+    bool replay_fallback; /* resume is the saved replay point: on failure try saved_last */
+    const char *replay_until;
+    const char *reset_reason; /* continuity was lost: publish a RESET on the next open */
+} loop_state_t;
+
+static void set_resume(loop_state_t *st, const char *position)
+{
+    bson_free(st->resume);
+    st->resume = position ? bson_strdup(position) : NULL;
+}
+
+/* A stream could not be opened or broke. Decides where to resume next. */
+static void on_stream_error(cg_watcher_t *w, loop_state_t *st, const bson_error_t *error,
+                            const bson_t *reply, int *backoff)
+{
+    if (is_fatal_resume_error(error, reply)) {
+        cg_log_warn("watcher: cannot resume after %s: %s", st->resume ? st->resume : "(now)",
+                    error->message);
+        if (st->replay_fallback && w->saved_last && strcmp(st->resume, w->saved_last) != 0) {
+            /* The journal cannot be refilled, but the watcher can still continue. */
+            set_resume(st, w->saved_last);
+        } else {
+            set_resume(st, NULL);
+            st->reset_reason = "history_lost";
+            st->replay_until = NULL;
+        }
+        st->replay_fallback = false;
+        st->start_after = false;
+        return;
+    }
+    set_status(w, false, "cannot reach MongoDB: %s", error->message);
+    /* A fresh client re-discovers the server at once instead of waiting out
+     * the single-threaded client's 5 s reconnect cool-down. */
+    mongoc_client_destroy(w->client);
+    w->client = NULL;
+    sleep_ms(w, *backoff);
+    *backoff = *backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : *backoff * 2;
+}
+
+/* Publishes one change event; returns its position (borrowed from the event,
+ * valid while the journal keeps it... so copied by the caller) or NULL. */
+static void publish_change(cg_watcher_t *w, loop_state_t *st, const bson_t *doc, bool *invalidated)
+{
+    char err[256];
+    cg_event_t *ev = cg_event_new_change(doc, err, sizeof err);
+    if (!ev) {
+        /* Never drop silently: subscribers learn continuity was broken here. */
+        cg_log_error("watcher: skipping a change event: %s", err);
+        char *pos = NULL;
+        pthread_mutex_lock(&w->lock);
+        pos = w->last ? bson_strdup(w->last) : NULL;
+        pthread_mutex_unlock(&w->lock);
+        cg_hub_publish(w->hub, cg_event_new_reset(pos, "event_not_representable"));
+        bson_free(pos);
+        return;
+    }
+    char *position = bson_strdup(ev->position);
+    bool reached_live = st->replay_until && strcmp(position, st->replay_until) == 0;
+    *invalidated = ev->op && strcmp(ev->op, "invalidate") == 0;
+    cg_hub_publish(w->hub, ev);
+    set_last(w, position);
+    set_resume(st, position);
+    st->start_after = *invalidated; /* resumeAfter an invalidate is an error; startAfter is not */
+    if (reached_live) {
+        st->replay_until = NULL;
+        cg_hub_set_live(w->hub);
+    }
+    bson_free(position);
+}
+
+static void *watcher_main(void *arg)
+{
+    cg_watcher_t *w = arg;
+    loop_state_t st = {0};
+    if (w->saved_replay_from) {
+        set_resume(&st, w->saved_replay_from);
+        st.replay_fallback = true;
+    } else if (w->saved_last) {
+        set_resume(&st, w->saved_last);
+    }
+    st.replay_until = w->saved_last;
+    int backoff = BACKOFF_MIN_MS;
+    int64_t persisted_at = 0;
+    bson_error_t error;
+    const bson_t *reply;
+
+    while (!should_stop(w)) {
+        if (!w->client) {
+            w->client = mongoc_client_new_from_uri_with_error(w->uri, &error);
+            if (!w->client) {
+                set_status(w, false, "cannot create a MongoDB client: %s", error.message);
+                sleep_ms(w, BACKOFF_MAX_MS);
+                continue;
+            }
+            mongoc_client_set_error_api(w->client, MONGOC_ERROR_API_VERSION_2);
+        }
+        mongoc_change_stream_t *stream = open_stream(w, st.resume, st.start_after);
+        if (mongoc_change_stream_error_document(stream, &error, &reply)) {
+            bson_t reply_copy;
+            bson_copy_to(reply, &reply_copy);
+            mongoc_change_stream_destroy(stream);
+            on_stream_error(w, &st, &error, &reply_copy, &backoff);
+            bson_destroy(&reply_copy);
+            continue;
+        }
+        backoff = BACKOFF_MIN_MS;
+        set_status(w, true, "streaming from %s", w->cfg->watch);
+        char *opened_at = st.resume ? bson_strdup(st.resume) : stream_position(stream);
+        if (st.reset_reason && !cg_hub_journal_empty(w->hub))
+            cg_hub_publish(w->hub, cg_event_new_reset(opened_at, st.reset_reason));
+        else if (cg_hub_journal_empty(w->hub))
+            cg_hub_publish(w->hub, cg_event_new_mark(opened_at)); /* makes opened_at resumable */
+        if (opened_at)
+            set_last(w, opened_at);
+        bson_free(opened_at);
+        st.reset_reason = NULL;
+        st.replay_fallback = false;
+
+        while (!should_stop(w)) {
+            const bson_t *doc;
+            if (mongoc_change_stream_next(stream, &doc)) {
+                bool invalidated = false;
+                publish_change(w, &st, doc, &invalidated);
+                if (invalidated)
+                    break;
+            } else if (mongoc_change_stream_error_document(stream, &error, &reply)) {
+                bson_t reply_copy;
+                bson_copy_to(reply, &reply_copy);
+                on_stream_error(w, &st, &error, &reply_copy, &backoff);
+                bson_destroy(&reply_copy);
+                break;
+            } else {
+                /* An empty batch: MongoDB has nothing newer, so we are live. */
+                st.replay_until = NULL;
+                cg_hub_set_live(w->hub);
+                char *pbrt = stream_position(stream);
+                if (pbrt) {
+                    set_last(w, pbrt);
+                    set_resume(&st, pbrt);
+                    st.start_after = false;
+                }
+                bson_free(pbrt);
+            }
+            int64_t now = cg_hub_now_ms();
+            if (now - persisted_at >= 1000) {
+                persist(w);
+                persisted_at = now;
+            }
+        }
+        mongoc_change_stream_destroy(stream);
+    }
+    persist(w);
+    bson_free(st.resume);
+    if (w->client) {
+        mongoc_client_destroy(w->client);
+        w->client = NULL;
+    }
+    return NULL;
+}
+
+int cg_watcher_start(cg_watcher_t *w, char *err, size_t errlen)
+{
+    int rc = pthread_create(&w->thread, NULL, watcher_main, w);
+    if (rc != 0) {
+        snprintf(err, errlen, "cannot start the watcher thread: %s", strerror(rc));
+        return -1;
+    }
+    w->started = true;
+    return 0;
+}
+
+void cg_watcher_stop(cg_watcher_t *w, int timeout_ms)
+{
+    pthread_mutex_lock(&w->lock);
+    w->stop = true;
+    pthread_cond_broadcast(&w->cond);
+    pthread_mutex_unlock(&w->lock);
+    if (w->started && !w->joined) {
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_sec += timeout_ms / 1000;
+        until.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+        if (until.tv_nsec >= 1000000000L) {
+            until.tv_sec++;
+            until.tv_nsec -= 1000000000L;
+        }
+        if (pthread_timedjoin_np(w->thread, NULL, &until) == 0)
+            w->joined = true;
+        else
+            cg_log_warn("watcher: still inside a MongoDB call at shutdown; not waiting for it");
+    }
+    persist(w);
+}
+
+bool cg_watcher_free(cg_watcher_t *w)
+{
+    if (!w)
+        return true;
+    if (w->started && !w->joined)
+        return false;
+    mongoc_uri_destroy(w->uri);
+    bson_free(w->last);
+    bson_free(w->saved_replay_from);
+    bson_free(w->saved_last);
+    bson_free(w->written);
+    pthread_mutex_destroy(&w->lock);
+    pthread_mutex_destroy(&w->persist_lock);
+    pthread_cond_destroy(&w->cond);
+    bson_free(w);
+    return true;
+}
+
+bool cg_watcher_status(cg_watcher_t *w, char *msg, size_t len)
+{
+    pthread_mutex_lock(&w->lock);
+    bool streaming = w->streaming;
+    snprintf(msg, len, "%s", w->status);
+    pthread_mutex_unlock(&w->lock);
+    return streaming;
+}

@@ -1,0 +1,131 @@
+/* Unit tests for src/event.c: serialization and SSE/NDJSON framing. */
+#include <check.h>
+#include <jansson.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "event.h"
+
+static bson_t *change(const char *json)
+{
+    bson_error_t e;
+    bson_t *b = bson_new_from_json((const uint8_t *)json, -1, &e);
+    ck_assert_msg(b != NULL, "%s", e.message);
+    return b;
+}
+
+static const char *INSERT =
+    "{\"_id\": {\"_data\": \"82AB01\"}, \"operationType\": \"insert\","
+    " \"clusterTime\": {\"$timestamp\": {\"t\": 1700000000, \"i\": 3}},"
+    " \"ns\": {\"db\": \"shop\", \"coll\": \"orders\"}, \"documentKey\": {\"_id\": 7},"
+    " \"fullDocument\": {\"_id\": 7, \"note\": \"line\\nbreak\", \"n\": {\"$numberLong\": \"5\"}}}";
+
+START_TEST(sse_frame_is_id_then_one_data_line)
+{
+    bson_t *b = change(INSERT);
+    char err[128];
+    cg_event_t *ev = cg_event_new_change(b, err, sizeof err);
+    ck_assert_ptr_nonnull(ev);
+    ck_assert_str_eq(ev->position, "82AB01");
+    ck_assert_str_eq(ev->op, "insert");
+    ck_assert_str_eq(ev->db, "shop");
+    ck_assert_str_eq(ev->coll, "orders");
+    ck_assert_int_eq(ev->cluster_time, 1700000000);
+    ck_assert_uint_eq(ev->sse_len, strlen(ev->sse));
+    ck_assert(strncmp(ev->sse, "id: 82AB01\ndata: ", 17) == 0);
+    /* exactly two newlines inside: after id, and the blank line at the end */
+    ck_assert(strcmp(ev->sse + ev->sse_len - 2, "\n\n") == 0);
+    ck_assert_ptr_eq(strchr(ev->sse + 17, '\n'), ev->sse + ev->sse_len - 2);
+    /* the data line is the relaxed Extended JSON of the event */
+    json_error_t je;
+    json_t *data = json_loadb(ev->sse + 17, ev->sse_len - 19, 0, &je);
+    ck_assert_msg(data != NULL, "%s", je.text);
+    ck_assert_str_eq(json_string_value(json_object_get(json_object_get(data, "fullDocument"), "note")),
+                     "line\nbreak");
+    ck_assert_int_eq(json_integer_value(json_object_get(json_object_get(data, "fullDocument"), "n")),
+                     5);
+    json_decref(data);
+    cg_event_unref(ev);
+    bson_destroy(b);
+}
+END_TEST
+
+START_TEST(ndjson_line_wraps_id_and_event)
+{
+    bson_t *b = change(INSERT);
+    char err[128];
+    cg_event_t *ev = cg_event_new_change(b, err, sizeof err);
+    ck_assert_uint_eq(ev->ndjson_len, strlen(ev->ndjson));
+    ck_assert_int_eq(ev->ndjson[ev->ndjson_len - 1], '\n');
+    ck_assert_ptr_eq(strchr(ev->ndjson, '\n'), ev->ndjson + ev->ndjson_len - 1);
+    json_error_t je;
+    json_t *line = json_loads(ev->ndjson, 0, &je);
+    ck_assert_ptr_nonnull(line);
+    ck_assert_str_eq(json_string_value(json_object_get(line, "id")), "82AB01");
+    ck_assert_str_eq(json_string_value(json_object_get(json_object_get(line, "event"),
+                                                       "operationType")),
+                     "insert");
+    json_decref(line);
+    cg_event_unref(ev);
+    bson_destroy(b);
+}
+END_TEST
+
+START_TEST(reset_is_a_named_event_that_moves_the_id)
+{
+    cg_event_t *ev = cg_event_new_reset("82FF", "history_lost");
+    ck_assert_str_eq(ev->sse, "event: reset\nid: 82FF\ndata: "
+                              "{\"reason\":\"history_lost\",\"lastEventId\":\"82FF\"}\n\n");
+    ck_assert_str_eq(ev->ndjson,
+                     "{\"reset\":{\"reason\":\"history_lost\",\"lastEventId\":\"82FF\"}}\n");
+    cg_event_unref(ev);
+    ev = cg_event_new_reset(NULL, "history_lost");
+    ck_assert_str_eq(ev->sse,
+                     "event: reset\ndata: {\"reason\":\"history_lost\",\"lastEventId\":null}\n\n");
+    cg_event_unref(ev);
+}
+END_TEST
+
+START_TEST(events_without_a_token_are_refused)
+{
+    bson_t *b = change("{\"operationType\": \"insert\"}");
+    char err[128] = "";
+    ck_assert_ptr_null(cg_event_new_change(b, err, sizeof err));
+    ck_assert(strstr(err, "resume token") != NULL);
+    bson_destroy(b);
+    b = change("{\"_id\": {}, \"operationType\": \"insert\"}");
+    ck_assert_ptr_null(cg_event_new_change(b, err, sizeof err));
+    bson_destroy(b);
+}
+END_TEST
+
+START_TEST(references_share_one_copy)
+{
+    bson_t *b = change(INSERT);
+    char err[128];
+    cg_event_t *ev = cg_event_new_change(b, err, sizeof err);
+    bson_destroy(b); /* the event keeps its own copy */
+    cg_event_t *again = cg_event_ref(ev);
+    ck_assert_ptr_eq(again, ev);
+    cg_event_unref(ev);
+    ck_assert_str_eq(again->op, "insert"); /* still alive: one reference left */
+    cg_event_unref(again);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("event");
+    TCase *tc = tcase_create("framing");
+    tcase_add_test(tc, sse_frame_is_id_then_one_data_line);
+    tcase_add_test(tc, ndjson_line_wraps_id_and_event);
+    tcase_add_test(tc, reset_is_a_named_event_that_moves_the_id);
+    tcase_add_test(tc, events_without_a_token_are_refused);
+    tcase_add_test(tc, references_share_one_copy);
+    suite_add_tcase(s, tc);
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}

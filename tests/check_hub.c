@@ -1,0 +1,306 @@
+/* Unit tests for src/hub.c: cursors, parking and waking, resets, stop. */
+#include <check.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "hub.h"
+#include "testutil.h"
+
+/* A fake front end: counts parks and wakes, and checks they alternate. */
+typedef struct {
+    int parks, wakes;
+    bool suspended;
+} fake_conn_t;
+
+static void fake_park(void *ctx)
+{
+    fake_conn_t *c = ctx;
+    ck_assert_msg(!c->suspended, "parked twice without a wake");
+    c->suspended = true;
+    c->parks++;
+}
+
+static void fake_wake(void *ctx)
+{
+    fake_conn_t *c = ctx;
+    ck_assert_msg(c->suspended, "woken while not parked (a double resume)");
+    c->suspended = false;
+    c->wakes++;
+}
+
+static const cg_sub_ops_t fake_ops = {fake_park, fake_wake};
+
+static cg_hub_t *hub;
+
+static void setup(void)
+{
+    hub = cg_hub_new(cg_journal_new(8), 3, 15);
+}
+
+static void teardown(void)
+{
+    cg_hub_free(hub);
+}
+
+static cg_sub_t *subscribe(fake_conn_t *conn, const char *position, const char *ns, const char *op)
+{
+    cg_filter_t *f = cg_filter_new();
+    char err[256];
+    if (ns)
+        ck_assert_int_eq(cg_filter_add_ns(f, ns, err, sizeof err), 0);
+    if (op)
+        ck_assert_int_eq(cg_filter_add_ops(f, op, err, sizeof err), 0);
+    cg_sub_spec_t spec = {.filter = f, .position = position, .ops = &fake_ops, .ctx = conn};
+    cg_sub_t *sub;
+    ck_assert_int_eq(cg_hub_subscribe(hub, &spec, &sub), CG_HUB_OK);
+    return sub;
+}
+
+static void publish_n(unsigned n, const char *op, const char *coll)
+{
+    char pos[16];
+    test_pos(pos, sizeof pos, n);
+    cg_hub_publish(hub, test_change(pos, op, "db", coll));
+}
+
+/* Expects the next event to be change number n. */
+static void expect_event(cg_sub_t *sub, unsigned n)
+{
+    cg_event_t *ev;
+    ck_assert_int_eq(cg_hub_next(hub, sub, true, &ev), CG_NEXT_EVENT);
+    char pos[16];
+    test_pos(pos, sizeof pos, n);
+    ck_assert_str_eq(ev->position, pos);
+    cg_event_unref(ev);
+}
+
+static void go_live(void)
+{
+    cg_hub_publish(hub, cg_event_new_mark("8200000000"));
+    cg_hub_set_live(hub);
+}
+
+START_TEST(a_new_subscriber_waits_for_the_next_event_and_is_woken_once)
+{
+    go_live();
+    publish_n(1, "insert", "c"); /* before it subscribed: not for it */
+    fake_conn_t conn = {0};
+    cg_sub_t *sub = subscribe(&conn, NULL, NULL, NULL);
+    cg_event_t *ev;
+    ck_assert_int_eq(cg_hub_next(hub, sub, true, &ev), CG_NEXT_PARKED);
+    ck_assert(conn.suspended);
+    publish_n(2, "insert", "c");
+    publish_n(3, "insert", "c");
+    ck_assert_int_eq(conn.wakes, 1);
+    expect_event(sub, 2);
+    expect_event(sub, 3);
+    ck_assert_int_eq(cg_hub_next(hub, sub, false, &ev), CG_NEXT_EMPTY);
+    cg_hub_unsubscribe(hub, sub);
+}
+END_TEST
+
+START_TEST(resume_after_a_position_gives_exactly_the_rest)
+{
+    go_live();
+    for (unsigned i = 1; i <= 5; i++)
+        publish_n(i, "insert", "c");
+    fake_conn_t conn = {0};
+    cg_sub_t *sub = subscribe(&conn, "8200000002", NULL, NULL);
+    expect_event(sub, 3);
+    expect_event(sub, 4);
+    expect_event(sub, 5);
+    cg_event_t *ev;
+    ck_assert_int_eq(cg_hub_next(hub, sub, true, &ev), CG_NEXT_PARKED);
+    char *pos = cg_hub_sub_position(hub, sub);
+    ck_assert_str_eq(pos, "8200000005");
+    bson_free(pos);
+    cg_hub_unsubscribe(hub, sub);
+}
+END_TEST
+
+START_TEST(an_unknown_position_gets_a_reset_then_continues_from_now)
+{
+    go_live();
+    publish_n(1, "insert", "c");
+    fake_conn_t conn = {0};
+    cg_sub_t *sub = subscribe(&conn, "8299999999", NULL, NULL);
+    cg_event_t *ev;
+    ck_assert_int_eq(cg_hub_next(hub, sub, true, &ev), CG_NEXT_EVENT);
+    ck_assert_int_eq(ev->kind, CG_EVENT_RESET);
+    ck_assert_str_eq(ev->reason, "position_not_in_journal");
+    ck_assert_str_eq(ev->position, "8200000001");
+    cg_event_unref(ev);
+    ck_assert_int_eq(cg_hub_next(hub, sub, true, &ev), CG_NEXT_PARKED);
+    publish_n(2, "insert", "c");
+    expect_event(sub, 2);
+    cg_hub_unsubscribe(hub, sub);
+}
+END_TEST
+
+START_TEST(positions_wait_until_the_watcher_is_live)
+{
+    /* After a restart the journal refills: a position not there yet is not lost. */
+    fake_conn_t conn = {0};
+    cg_sub_t *sub = subscribe(&conn, "8200000002", NULL, NULL);
+    cg_event_t *ev;
+    ck_assert_int_eq(cg_hub_next(hub, sub, true, &ev), CG_NEXT_PARKED);
+    cg_hub_publish(hub, cg_event_new_mark("8200000000"));
+    publish_n(1, "insert", "c");
+    publish_n(2, "insert", "c");
+    publish_n(3, "insert", "c");
+    ck_assert_int_eq(conn.wakes, 0); /* replayed events do not wake a pending subscriber */
+    cg_hub_set_live(hub);
+    ck_assert_int_eq(conn.wakes, 1);
+    expect_event(sub, 3);
+    cg_hub_unsubscribe(hub, sub);
+}
+END_TEST
+
+START_TEST(filters_decide_who_is_woken_and_what_is_delivered)
+{
+    go_live();
+    fake_conn_t a = {0}, b = {0};
+    cg_sub_t *orders = subscribe(&a, NULL, "db.orders", NULL);
+    cg_sub_t *deletes = subscribe(&b, NULL, NULL, "delete");
+    cg_event_t *ev;
+    ck_assert_int_eq(cg_hub_next(hub, orders, true, &ev), CG_NEXT_PARKED);
+    ck_assert_int_eq(cg_hub_next(hub, deletes, true, &ev), CG_NEXT_PARKED);
+    publish_n(1, "insert", "users");
+    ck_assert_int_eq(a.wakes + b.wakes, 0);
+    publish_n(2, "insert", "orders");
+    ck_assert_int_eq(a.wakes, 1);
+    ck_assert_int_eq(b.wakes, 0);
+    publish_n(3, "delete", "users");
+    ck_assert_int_eq(b.wakes, 1);
+    expect_event(orders, 2);
+    expect_event(deletes, 3);
+    ck_assert_int_eq(cg_hub_next(hub, orders, false, &ev), CG_NEXT_EMPTY);
+    cg_hub_unsubscribe(hub, orders);
+    cg_hub_unsubscribe(hub, deletes);
+}
+END_TEST
+
+START_TEST(a_quiet_filtered_subscriber_does_not_fall_out_of_the_journal)
+{
+    go_live();
+    fake_conn_t conn = {0};
+    cg_sub_t *sub = subscribe(&conn, NULL, "db.rare", NULL);
+    cg_event_t *ev;
+    ck_assert_int_eq(cg_hub_next(hub, sub, true, &ev), CG_NEXT_PARKED);
+    for (unsigned i = 1; i <= 30; i++) /* journal holds 8 */
+        publish_n(i, "insert", "busy");
+    publish_n(31, "insert", "rare");
+    expect_event(sub, 31);
+    cg_hub_unsubscribe(hub, sub);
+}
+END_TEST
+
+START_TEST(a_reader_that_falls_behind_gets_a_reset)
+{
+    go_live();
+    fake_conn_t conn = {0};
+    cg_sub_t *sub = subscribe(&conn, NULL, NULL, NULL);
+    cg_event_t *ev;
+    ck_assert_int_eq(cg_hub_next(hub, sub, true, &ev), CG_NEXT_PARKED);
+    for (unsigned i = 1; i <= 20; i++)
+        publish_n(i, "insert", "c");
+    ck_assert_int_eq(cg_hub_next(hub, sub, true, &ev), CG_NEXT_EVENT);
+    ck_assert_int_eq(ev->kind, CG_EVENT_RESET);
+    ck_assert_str_eq(ev->reason, "too_slow");
+    ck_assert_str_eq(ev->position, "8200000014");
+    cg_event_unref(ev);
+    cg_hub_unsubscribe(hub, sub);
+}
+END_TEST
+
+START_TEST(resets_in_the_journal_reach_everyone)
+{
+    go_live();
+    fake_conn_t conn = {0};
+    cg_sub_t *sub = subscribe(&conn, NULL, "db.only", NULL);
+    cg_event_t *ev;
+    ck_assert_int_eq(cg_hub_next(hub, sub, true, &ev), CG_NEXT_PARKED);
+    cg_hub_publish(hub, cg_event_new_reset("82000000AA", "history_lost"));
+    ck_assert_int_eq(conn.wakes, 1);
+    ck_assert_int_eq(cg_hub_next(hub, sub, true, &ev), CG_NEXT_EVENT);
+    ck_assert_int_eq(ev->kind, CG_EVENT_RESET);
+    cg_event_unref(ev);
+    cg_hub_unsubscribe(hub, sub);
+}
+END_TEST
+
+START_TEST(subscribers_are_bounded_and_stop_wakes_everyone)
+{
+    go_live();
+    fake_conn_t c[4] = {{0}};
+    cg_sub_t *subs[3];
+    for (int i = 0; i < 3; i++)
+        subs[i] = subscribe(&c[i], NULL, NULL, NULL);
+    cg_sub_spec_t spec = {.filter = cg_filter_new(), .ops = &fake_ops, .ctx = &c[3]};
+    cg_sub_t *extra;
+    ck_assert_int_eq(cg_hub_subscribe(hub, &spec, &extra), CG_HUB_FULL);
+    ck_assert_uint_eq(cg_hub_subscriber_count(hub), 3);
+    cg_event_t *ev;
+    for (int i = 0; i < 3; i++)
+        ck_assert_int_eq(cg_hub_next(hub, subs[i], true, &ev), CG_NEXT_PARKED);
+    cg_hub_stop(hub);
+    for (int i = 0; i < 3; i++) {
+        ck_assert_int_eq(c[i].wakes, 1);
+        ck_assert_int_eq(cg_hub_next(hub, subs[i], true, &ev), CG_NEXT_END);
+        cg_hub_unsubscribe(hub, subs[i]);
+    }
+    spec.filter = cg_filter_new();
+    ck_assert_int_eq(cg_hub_subscribe(hub, &spec, &extra), CG_HUB_STOPPING);
+}
+END_TEST
+
+START_TEST(deadlines_and_heartbeats_wake_parked_subscribers)
+{
+    cg_hub_free(hub);
+    hub = cg_hub_new(cg_journal_new(8), 10, 1);
+    go_live();
+    fake_conn_t poller = {0}, stream = {0};
+    cg_sub_spec_t spec = {.filter = cg_filter_new(), .deadline_ms = cg_hub_now_ms() - 1,
+                          .ops = &fake_ops, .ctx = &poller};
+    cg_sub_t *p, *s;
+    ck_assert_int_eq(cg_hub_subscribe(hub, &spec, &p), CG_HUB_OK);
+    cg_event_t *ev;
+    ck_assert_int_eq(cg_hub_next(hub, p, true, &ev), CG_NEXT_TIMEOUT);
+    spec = (cg_sub_spec_t){.filter = cg_filter_new(), .heartbeats = true, .ops = &fake_ops,
+                           .ctx = &stream};
+    ck_assert_int_eq(cg_hub_subscribe(hub, &spec, &s), CG_HUB_OK);
+    ck_assert_int_eq(cg_hub_next(hub, s, true, &ev), CG_NEXT_PARKED);
+    cg_hub_tick(hub); /* not due yet */
+    ck_assert_int_eq(stream.wakes, 0);
+    for (int i = 0; i < 100 && stream.wakes == 0; i++) { /* up to 5 s */
+        struct timespec ts = {0, 50 * 1000000L};
+        nanosleep(&ts, NULL);
+        cg_hub_tick(hub);
+    }
+    ck_assert_int_eq(stream.wakes, 1);
+    ck_assert_int_eq(cg_hub_next(hub, s, true, &ev), CG_NEXT_HEARTBEAT);
+    ck_assert_int_eq(cg_hub_next(hub, s, true, &ev), CG_NEXT_PARKED);
+    cg_hub_unsubscribe(hub, p);
+    cg_hub_unsubscribe(hub, s);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("hub");
+    TCase *tc = tcase_create("subscribers");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_test(tc, a_new_subscriber_waits_for_the_next_event_and_is_woken_once);
+    tcase_add_test(tc, resume_after_a_position_gives_exactly_the_rest);
+    tcase_add_test(tc, an_unknown_position_gets_a_reset_then_continues_from_now);
+    tcase_add_test(tc, positions_wait_until_the_watcher_is_live);
+    tcase_add_test(tc, filters_decide_who_is_woken_and_what_is_delivered);
+    tcase_add_test(tc, a_quiet_filtered_subscriber_does_not_fall_out_of_the_journal);
+    tcase_add_test(tc, a_reader_that_falls_behind_gets_a_reset);
+    tcase_add_test(tc, resets_in_the_journal_reach_everyone);
+    tcase_add_test(tc, subscribers_are_bounded_and_stop_wakes_everyone);
+    tcase_add_test(tc, deadlines_and_heartbeats_wake_parked_subscribers);
+    suite_add_tcase(s, tc);
+    return test_run_suite(s);
+}

@@ -1,0 +1,163 @@
+/* Unit tests for src/request.c: routing, parameters, positions, errors. */
+#include <check.h>
+#include <jansson.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "request.h"
+#include "testutil.h"
+
+static cg_request_t req;
+
+static void teardown(void)
+{
+    cg_request_clear(&req);
+}
+
+static void expect_error(int status, const char *code, const char *in_message)
+{
+    ck_assert_int_eq(req.status, status);
+    ck_assert_str_eq(req.error, code);
+    ck_assert_msg(strstr(req.message, in_message) != NULL, "message '%s' lacks '%s'",
+                  req.message, in_message);
+    char *body = cg_request_error_json(&req);
+    json_error_t je;
+    json_t *j = json_loads(body, 0, &je);
+    ck_assert_ptr_nonnull(j);
+    ck_assert_str_eq(json_string_value(json_object_get(j, "error")), code);
+    ck_assert_str_eq(json_string_value(json_object_get(j, "message")), req.message);
+    json_decref(j);
+    free(body);
+}
+
+START_TEST(routes_and_methods)
+{
+    ck_assert_int_eq(cg_request_init(&req, "GET", "/events"), 0);
+    ck_assert_int_eq(req.endpoint, CG_EP_EVENTS);
+    cg_request_clear(&req);
+    ck_assert_int_eq(cg_request_init(&req, "GET", "/poll"), 0);
+    ck_assert_int_eq(req.endpoint, CG_EP_POLL);
+    cg_request_clear(&req);
+    ck_assert_int_eq(cg_request_init(&req, "GET", "/nope"), -1);
+    expect_error(404, "not_found", "/nope");
+    cg_request_clear(&req);
+    ck_assert_int_eq(cg_request_init(&req, "POST", "/events"), -1);
+    expect_error(405, "method_not_allowed", "POST");
+    ck_assert_str_eq(req.allow, "GET, HEAD, OPTIONS");
+}
+END_TEST
+
+START_TEST(unknown_and_misplaced_parameters_are_named)
+{
+    cg_request_init(&req, "GET", "/events");
+    ck_assert_int_eq(cg_request_param(&req, "colour", "red"), -1);
+    expect_error(400, "unknown_parameter", "colour");
+    cg_request_clear(&req);
+    cg_request_init(&req, "GET", "/events");
+    ck_assert_int_eq(cg_request_param(&req, "timeout", "5"), -1); /* a /poll parameter */
+    expect_error(400, "unknown_parameter", "timeout");
+}
+END_TEST
+
+START_TEST(filter_and_fields_are_refused_until_supported)
+{
+    cg_request_init(&req, "GET", "/events");
+    ck_assert_int_eq(cg_request_param(&req, "filter", "{}"), -1);
+    expect_error(400, "not_supported", "filter");
+}
+END_TEST
+
+START_TEST(poll_timeout_and_limit_are_bounded)
+{
+    cg_request_init(&req, "GET", "/poll");
+    ck_assert_uint_eq(req.timeout_s, CG_POLL_TIMEOUT_DEFAULT);
+    ck_assert_uint_eq(req.limit, CG_POLL_LIMIT_DEFAULT);
+    ck_assert_int_eq(cg_request_param(&req, "timeout", "120"), 0);
+    ck_assert_int_eq(cg_request_param(&req, "limit", "1"), 0);
+    ck_assert_uint_eq(req.timeout_s, 120);
+    ck_assert_uint_eq(req.limit, 1);
+    const char *bad[][2] = {{"timeout", "121"}, {"timeout", "-1"}, {"timeout", "5s"},
+                            {"limit", "0"},     {"limit", "1001"}, {"limit", ""}};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        cg_request_clear(&req);
+        cg_request_init(&req, "GET", "/poll");
+        ck_assert_int_eq(cg_request_param(&req, bad[i][0], bad[i][1]), -1);
+        expect_error(400, "invalid_parameter", bad[i][0]);
+    }
+}
+END_TEST
+
+START_TEST(header_wins_over_parameter_and_both_are_validated)
+{
+    cg_request_init(&req, "GET", "/events");
+    cg_request_param(&req, "lastEventId", "82AA");
+    ck_assert_int_eq(cg_request_finish(&req, "82BB", NULL), 0);
+    ck_assert_str_eq(req.position, "82BB");
+    cg_request_clear(&req);
+
+    cg_request_init(&req, "GET", "/events");
+    cg_request_param(&req, "lastEventId", "82AA");
+    ck_assert_int_eq(cg_request_finish(&req, NULL, NULL), 0);
+    ck_assert_str_eq(req.position, "82AA");
+    cg_request_clear(&req);
+
+    cg_request_init(&req, "GET", "/events");
+    ck_assert_int_eq(cg_request_finish(&req, "not a position", NULL), -1);
+    expect_error(400, "invalid_position", "Last-Event-ID");
+    cg_request_clear(&req);
+
+    cg_request_init(&req, "GET", "/events");
+    cg_request_param(&req, "lastEventId", "zz\x01");
+    ck_assert_int_eq(cg_request_finish(&req, NULL, NULL), -1);
+    expect_error(400, "invalid_position", "lastEventId");
+    cg_request_clear(&req);
+
+    cg_request_init(&req, "GET", "/events"); /* empty means none, as EventSource sends it */
+    cg_request_param(&req, "lastEventId", "");
+    ck_assert_int_eq(cg_request_finish(&req, "", NULL), 0);
+    ck_assert_ptr_null(req.position);
+}
+END_TEST
+
+START_TEST(ndjson_by_accept_or_format)
+{
+    cg_request_init(&req, "GET", "/events");
+    ck_assert_int_eq(cg_request_finish(&req, NULL, "application/x-ndjson"), 0);
+    ck_assert(req.ndjson);
+    cg_request_clear(&req);
+    cg_request_init(&req, "GET", "/events");
+    cg_request_param(&req, "format", "ndjson");
+    ck_assert_int_eq(cg_request_finish(&req, NULL, "text/event-stream"), 0);
+    ck_assert(req.ndjson);
+    cg_request_clear(&req);
+    cg_request_init(&req, "GET", "/events");
+    ck_assert_int_eq(cg_request_param(&req, "format", "xml"), -1);
+    expect_error(400, "invalid_parameter", "format");
+}
+END_TEST
+
+START_TEST(messages_quoting_input_stay_printable)
+{
+    cg_request_init(&req, "GET", "/events");
+    cg_request_param(&req, "caf\xc3\xa9\n", "x");
+    for (const char *p = req.message; *p; p++)
+        ck_assert((unsigned char)*p >= 0x20 && (unsigned char)*p < 0x7f);
+    expect_error(400, "unknown_parameter", "caf??");
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("request");
+    TCase *tc = tcase_create("validation");
+    tcase_add_checked_fixture(tc, NULL, teardown);
+    tcase_add_test(tc, routes_and_methods);
+    tcase_add_test(tc, unknown_and_misplaced_parameters_are_named);
+    tcase_add_test(tc, filter_and_fields_are_refused_until_supported);
+    tcase_add_test(tc, poll_timeout_and_limit_are_bounded);
+    tcase_add_test(tc, header_wins_over_parameter_and_both_are_validated);
+    tcase_add_test(tc, ndjson_by_accept_or_format);
+    tcase_add_test(tc, messages_quoting_input_stay_printable);
+    suite_add_tcase(s, tc);
+    return test_run_suite(s);
+}
