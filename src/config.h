@@ -17,22 +17,22 @@ typedef enum { CG_LISTEN_HTTP = 1 } cg_listen_kind_t;
 
 typedef struct cg_listen {
     cg_listen_kind_t kind;
-    char *spec;   /* as written, e.g. "http://127.0.0.1:8080" (for logs) */
-    char *host;   /* "127.0.0.1", "::1", "0.0.0.0", "localhost": no brackets */
+    char *spec; /* as written, e.g. "http://127.0.0.1:8080" (for logs) */
+    char *host; /* "127.0.0.1", "::1", "0.0.0.0", "localhost": no brackets */
     uint16_t port;
 } cg_listen_t;
 
 typedef struct cg_config {
-    char *config_file;      /* NULL when none */
-    char *mongo_uri;        /* default mongodb://127.0.0.1:27017/?replicaSet=rs0 */
-    char *watch;            /* "*", "DB" or "DB.COLL" as written */
-    char *watch_db;         /* NULL for "*" */
-    char *watch_coll;       /* NULL for "*" and "DB" */
-    char *pipeline_json;    /* as written, NULL when none */
-    bson_t *pipeline;       /* {"pipeline": [stages...]}; empty array when none; never NULL after parse */
-    char *full_document;    /* "default", "updateLookup", "whenAvailable", "required" */
+    char *config_file;   /* NULL when none */
+    char *mongo_uri;     /* default mongodb://127.0.0.1:27017/?replicaSet=rs0 */
+    char *watch;         /* "*", "DB" or "DB.COLL" as written */
+    char *watch_db;      /* NULL for "*" */
+    char *watch_coll;    /* NULL for "*" and "DB" */
+    char *pipeline_json; /* as written, NULL when none */
+    bson_t *pipeline; /* {"pipeline": [stages...]}; empty array when none; never NULL after parse */
+    char *full_document;               /* "default", "updateLookup", "whenAvailable", "required" */
     char *full_document_before_change; /* "off", "whenAvailable", "required" */
-    cg_listen_t *listen;    /* at least one after parse */
+    cg_listen_t *listen;               /* at least one after parse */
     size_t n_listen;
     char *state_dir;        /* default "." */
     size_t journal_size;    /* default 10000 */

@@ -20,18 +20,18 @@ typedef enum {
 typedef struct cg_event {
     atomic_uint refs;
     cg_event_kind_t kind;
-    uint64_t seq;      /* assigned by cg_journal_append() */
-    char *position;    /* CHANGE: its _id; RESET/MARK: where the stream (re)starts; may be NULL */
-    bson_t *doc;       /* CHANGE only: the change event */
-    char *op;          /* operationType, or NULL */
-    char *db, *coll;   /* ns.db / ns.coll, or NULL */
+    uint64_t seq;    /* assigned by cg_journal_append() */
+    char *position;  /* CHANGE: its _id; RESET/MARK: where the stream (re)starts; may be NULL */
+    bson_t *doc;     /* CHANGE only: the change event */
+    char *op;        /* operationType, or NULL */
+    char *db, *coll; /* ns.db / ns.coll, or NULL */
     int64_t cluster_time; /* clusterTime seconds, 0 if absent */
-    char *reason;      /* RESET only */
-    char *json;        /* CHANGE: the event as relaxed Extended JSON; RESET: {reason, lastEventId} */
+    char *reason;         /* RESET only */
+    char *json; /* CHANGE: the event as relaxed Extended JSON; RESET: {reason, lastEventId} */
     size_t json_len;
-    char *sse;         /* the SSE message, ending in a blank line */
+    char *sse; /* the SSE message, ending in a blank line */
     size_t sse_len;
-    char *ndjson;      /* the NDJSON line, ending in '\n' */
+    char *ndjson; /* the NDJSON line, ending in '\n' */
     size_t ndjson_len;
 } cg_event_t;
 

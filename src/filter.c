@@ -18,10 +18,22 @@ struct cg_filter {
 };
 
 /* The operation types MongoDB 6.0 emits (with showExpandedEvents for the DDL ones). */
-static const char *const known_ops[] = {
-    "insert", "update", "replace", "delete", "drop", "rename", "dropDatabase", "invalidate",
-    "create", "createIndexes", "dropIndexes", "modify", "shardCollection",
-    "refineCollectionShardKey", "reshardCollection", NULL};
+static const char *const known_ops[] = {"insert",
+                                        "update",
+                                        "replace",
+                                        "delete",
+                                        "drop",
+                                        "rename",
+                                        "dropDatabase",
+                                        "invalidate",
+                                        "create",
+                                        "createIndexes",
+                                        "dropIndexes",
+                                        "modify",
+                                        "shardCollection",
+                                        "refineCollectionShardKey",
+                                        "reshardCollection",
+                                        NULL};
 
 cg_filter_t *cg_filter_new(void)
 {

@@ -23,9 +23,9 @@
 #include "log.h"
 #include "request.h"
 
-#define STREAM_BLOCK_SIZE 8192      /* bytes per content-reader call */
+#define STREAM_BLOCK_SIZE 8192        /* bytes per content-reader call */
 #define CONNECTION_MEMORY (16 * 1024) /* per-connection pool (libmicrohttpd's default: 32 KiB) */
-#define IDLE_TIMEOUT_S 120          /* only for connections that are not suspended */
+#define IDLE_TIMEOUT_S 120            /* only for connections that are not suspended */
 
 static const char SSE_PREAMBLE[] = ": changegate\nretry: 3000\n\n";
 static const char SSE_HEARTBEAT[] = ": heartbeat\n\n";
@@ -45,12 +45,12 @@ typedef struct {
     struct MHD_Connection *conn;
     cg_request_t req;
     cg_sub_t *sub;
-    cg_event_t *cur;      /* stream: event being written, and how far */
+    cg_event_t *cur; /* stream: event being written, and how far */
     size_t cur_off;
-    const char *lit;      /* stream: literal bytes being written (preamble, heartbeat) */
+    const char *lit; /* stream: literal bytes being written (preamble, heartbeat) */
     size_t lit_len, lit_off;
-    bool ending;          /* stream: the hub is stopping */
-    char *origin;         /* allowed CORS origin to echo, or NULL */
+    bool ending;  /* stream: the hub is stopping */
+    char *origin; /* allowed CORS origin to echo, or NULL */
     bool origin_credentials;
 } conn_ctx_t;
 
@@ -158,8 +158,8 @@ static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max)
 
 static enum MHD_Result start_stream(conn_ctx_t *c)
 {
-    struct MHD_Response *r = MHD_create_response_from_callback(
-        MHD_SIZE_UNKNOWN, STREAM_BLOCK_SIZE, stream_reader, c, NULL);
+    struct MHD_Response *r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, STREAM_BLOCK_SIZE,
+                                                               stream_reader, c, NULL);
     MHD_add_response_header(r, "Content-Type",
                             c->req.ndjson ? "application/x-ndjson" : "text/event-stream");
     MHD_add_response_header(r, "X-Accel-Buffering", "no");
@@ -210,8 +210,7 @@ static enum MHD_Result send_poll_answer(conn_ctx_t *c, cg_event_t **events, size
         iov[k++] = (struct MHD_IoVec){events[i]->json, events[i]->json_len};
     }
     iov[k++] = (struct MHD_IoVec){b->suffix, strlen(b->suffix)};
-    struct MHD_Response *r =
-        MHD_create_response_from_iovec(iov, (unsigned)k, free_poll_body, b);
+    struct MHD_Response *r = MHD_create_response_from_iovec(iov, (unsigned)k, free_poll_body, b);
     bson_free(iov);
     MHD_add_response_header(r, "Content-Type", "application/json");
     add_common_headers(c, r);
@@ -263,7 +262,8 @@ static enum MHD_Result poll_step(conn_ctx_t *c)
         }
         break; /* EMPTY after some events, TIMEOUT, END */
     }
-    char *last = n ? bson_strdup(events[n - 1]->position) : cg_hub_sub_position(c->http->hub, c->sub);
+    char *last =
+        n ? bson_strdup(events[n - 1]->position) : cg_hub_sub_position(c->http->hub, c->sub);
     enum MHD_Result ret = send_poll_answer(c, events, n, last);
     bson_free(last);
     return ret;
@@ -281,9 +281,9 @@ static enum MHD_Result send_health(conn_ctx_t *c)
     unsigned code;
     if (streaming && live) {
         code = MHD_HTTP_OK;
-        body = json_pack("{s:s, s:s, s:I, s:s?}", "status", "ok", "watcher", status,
-                         "subscribers", (json_int_t)cg_hub_subscriber_count(c->http->hub),
-                         "lastEventId", position);
+        body =
+            json_pack("{s:s, s:s, s:I, s:s?}", "status", "ok", "watcher", status, "subscribers",
+                      (json_int_t)cg_hub_subscriber_count(c->http->hub), "lastEventId", position);
     } else {
         code = MHD_HTTP_SERVICE_UNAVAILABLE;
         const char *why = streaming ? "catching up with MongoDB after a restart" : status;
@@ -389,9 +389,8 @@ static enum MHD_Result begin_request(conn_ctx_t *c, const char *url, const char 
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
-                                  const char *method, const char *version,
-                                  const char *upload_data, size_t *upload_data_size,
-                                  void **con_cls)
+                                  const char *method, const char *version, const char *upload_data,
+                                  size_t *upload_data_size, void **con_cls)
 {
     conn_ctx_t *c = *con_cls;
     if (!c) {
@@ -443,7 +442,8 @@ static void on_mhd_log(void *cls, const char *fmt, va_list ap)
 cg_http_t *cg_http_start(const cg_listen_t *listen, const cg_config_t *cfg, cg_hub_t *hub,
                          cg_watcher_t *watcher, char *err, size_t errlen)
 {
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+    struct addrinfo hints = {.ai_family = AF_UNSPEC,
+                             .ai_socktype = SOCK_STREAM,
                              .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
     struct addrinfo *ai = NULL;
     char port[8];
@@ -471,15 +471,14 @@ cg_http_t *cg_http_start(const cg_listen_t *listen, const cg_config_t *cfg, cg_h
     if (ai->ai_family == AF_INET6)
         flags |= MHD_USE_IPv6;
     http->daemon = MHD_start_daemon(
-        flags, 0, NULL, NULL, on_request, http, MHD_OPTION_SOCK_ADDR, ai->ai_addr,
-        MHD_OPTION_CONNECTION_LIMIT, limit, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
-        (size_t)CONNECTION_MEMORY, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)IDLE_TIMEOUT_S,
-        MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned)1, MHD_OPTION_NOTIFY_COMPLETED,
-        on_completed, http, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, http, MHD_OPTION_END);
+        flags, 0, NULL, NULL, on_request, http, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, http,
+        MHD_OPTION_SOCK_ADDR, ai->ai_addr, MHD_OPTION_CONNECTION_LIMIT, limit,
+        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)CONNECTION_MEMORY,
+        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)IDLE_TIMEOUT_S, MHD_OPTION_LISTENING_ADDRESS_REUSE,
+        (unsigned)1, MHD_OPTION_NOTIFY_COMPLETED, on_completed, http, MHD_OPTION_END);
     freeaddrinfo(ai);
     if (!http->daemon) {
-        snprintf(err, errlen, "%s: cannot listen (address in use or not available?)",
-                 listen->spec);
+        snprintf(err, errlen, "%s: cannot listen (address in use or not available?)", listen->spec);
         bson_free(http->spec);
         bson_free(http);
         return NULL;

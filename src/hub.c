@@ -18,11 +18,11 @@ struct cg_sub {
     cg_filter_t *filter;
     const cg_sub_ops_t *ops;
     void *ctx;
-    uint64_t cursor;       /* next journal entry to consider */
-    bool pending;          /* position not resolved yet (waiting for the watcher to be live) */
-    char *want_position;   /* while pending: where the client asked to resume; NULL = now */
+    uint64_t cursor;     /* next journal entry to consider */
+    bool pending;        /* position not resolved yet (waiting for the watcher to be live) */
+    char *want_position; /* while pending: where the client asked to resume; NULL = now */
     bool heartbeats;
-    int64_t heartbeat_at;  /* cg_hub_now_ms() time of the next heartbeat */
+    int64_t heartbeat_at; /* cg_hub_now_ms() time of the next heartbeat */
     int64_t deadline_ms;
     bool parked;
     cg_sub_t *prev, *next; /* the parked list */
@@ -151,8 +151,7 @@ char *cg_hub_replay_from(cg_hub_t *hub)
 char *cg_hub_last_position(cg_hub_t *hub)
 {
     pthread_mutex_lock(&hub->lock);
-    const char *p =
-        cg_journal_position_before(hub->journal, cg_journal_next_seq(hub->journal));
+    const char *p = cg_journal_position_before(hub->journal, cg_journal_next_seq(hub->journal));
     char *copy = p ? bson_strdup(p) : NULL;
     pthread_mutex_unlock(&hub->lock);
     return copy;
@@ -162,7 +161,7 @@ cg_hub_rc_t cg_hub_subscribe(cg_hub_t *hub, const cg_sub_spec_t *spec, cg_sub_t 
 {
     *out = NULL;
     pthread_mutex_lock(&hub->lock);
-    cg_hub_rc_t rc = hub->stopping                               ? CG_HUB_STOPPING
+    cg_hub_rc_t rc = hub->stopping                                ? CG_HUB_STOPPING
                      : hub->n_subscribers >= hub->max_subscribers ? CG_HUB_FULL
                                                                   : CG_HUB_OK;
     if (rc == CG_HUB_OK)
@@ -283,8 +282,8 @@ out:
 char *cg_hub_sub_position(cg_hub_t *hub, cg_sub_t *sub)
 {
     pthread_mutex_lock(&hub->lock);
-    const char *p = sub->pending ? sub->want_position
-                                 : cg_journal_position_before(hub->journal, sub->cursor);
+    const char *p =
+        sub->pending ? sub->want_position : cg_journal_position_before(hub->journal, sub->cursor);
     char *copy = p ? bson_strdup(p) : NULL;
     pthread_mutex_unlock(&hub->lock);
     return copy;
@@ -297,8 +296,8 @@ void cg_hub_tick(cg_hub_t *hub)
     cg_sub_t *next;
     for (cg_sub_t *s = hub->parked; s; s = next) {
         next = s->next;
-        bool due = (s->heartbeats && now >= s->heartbeat_at) ||
-                   (s->deadline_ms && now >= s->deadline_ms);
+        bool due =
+            (s->heartbeats && now >= s->heartbeat_at) || (s->deadline_ms && now >= s->deadline_ms);
         if (due) {
             if (!s->pending) /* it has seen, and not wanted, everything so far */
                 s->cursor = cg_journal_next_seq(hub->journal);

@@ -33,10 +33,10 @@ typedef struct cg_sub_ops {
 } cg_sub_ops_t;
 
 typedef struct cg_sub_spec {
-    cg_filter_t *filter;   /* stolen by cg_hub_subscribe, whatever its result */
-    const char *position;  /* resume strictly after it; NULL: from now. Copied. */
-    bool heartbeats;       /* wake the subscriber when idle for the heartbeat interval */
-    int64_t deadline_ms;   /* cg_hub_now_ms() time at which to give up; 0: never */
+    cg_filter_t *filter;  /* stolen by cg_hub_subscribe, whatever its result */
+    const char *position; /* resume strictly after it; NULL: from now. Copied. */
+    bool heartbeats;      /* wake the subscriber when idle for the heartbeat interval */
+    int64_t deadline_ms;  /* cg_hub_now_ms() time at which to give up; 0: never */
     const cg_sub_ops_t *ops;
     void *ctx;
 } cg_sub_spec_t;

@@ -19,7 +19,7 @@ struct cg_journal {
     uint64_t first, next; /* kept entries are [first, next) */
     index_slot_t *index;
     size_t index_mask;
-    char *base;           /* position of the last evicted entry, or NULL */
+    char *base; /* position of the last evicted entry, or NULL */
 };
 
 static uint64_t hash_str(const char *s)

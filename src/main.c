@@ -37,6 +37,16 @@ static void raise_nofile(size_t wanted)
                     (unsigned long long)rl.rlim_cur, wanted);
 }
 
+/* The part of a MongoDB URI that is safe to log: never the credentials. */
+static const char *uri_hosts(const char *uri)
+{
+    const char *scheme_end = strstr(uri, "://");
+    const char *hosts = scheme_end ? scheme_end + 3 : uri;
+    const char *at = strchr(hosts, '@');
+    const char *slash = strchr(hosts, '/');
+    return at && (!slash || at < slash) ? at + 1 : hosts;
+}
+
 static int check_config(const cg_config_t *cfg)
 {
     struct stat st;
@@ -87,8 +97,8 @@ int main(int argc, char **argv)
 
     mongoc_init();
     int rc = 1;
-    cg_hub_t *hub = cg_hub_new(cg_journal_new(cfg.journal_size), cfg.max_subscribers,
-                               cfg.heartbeat);
+    cg_hub_t *hub =
+        cg_hub_new(cg_journal_new(cfg.journal_size), cfg.max_subscribers, cfg.heartbeat);
     cg_http_t **servers = bson_malloc0(cfg.n_listen * sizeof *servers);
     cg_watcher_t *watcher = cg_watcher_new(&cfg, hub, err, sizeof err);
     if (!watcher) {
@@ -109,7 +119,7 @@ int main(int argc, char **argv)
         goto out;
     }
     cg_log_info("changegate %s started: watching %s on %s", PACKAGE_VERSION, cfg.watch,
-                cfg.mongo_uri);
+                uri_hosts(cfg.mongo_uri));
 
     for (;;) {
         struct timespec tick = {0, 250 * 1000000L};

@@ -69,8 +69,7 @@ static int parse_uint(const char *s, unsigned min, unsigned max, unsigned *out)
 static int once(cg_request_t *req, bool *seen, const char *name)
 {
     if (*seen)
-        return cg_request_fail(req, 400, "invalid_parameter", "%s is given more than once",
-                               name);
+        return cg_request_fail(req, 400, "invalid_parameter", "%s is given more than once", name);
     *seen = true;
     return 0;
 }
@@ -127,8 +126,8 @@ static int check_position(cg_request_t *req, const char *pos, const char *what)
     bson_t token;
     char err[256];
     if (cg_position_to_token(pos, &token, err, sizeof err) != 0)
-        return cg_request_fail(req, 400, "invalid_position", "%s is not a valid position: %s",
-                               what, err);
+        return cg_request_fail(req, 400, "invalid_position", "%s is not a valid position: %s", what,
+                               err);
     bson_destroy(&token);
     return 0;
 }

@@ -25,15 +25,15 @@ typedef enum {
 
 typedef struct cg_request {
     cg_endpoint_t endpoint;
-    cg_filter_t *filter;   /* owned; take it with cg_request_take_filter() */
-    char *position;        /* where to resume after (header wins over parameter); NULL: now */
+    cg_filter_t *filter; /* owned; take it with cg_request_take_filter() */
+    char *position;      /* where to resume after (header wins over parameter); NULL: now */
     bool ndjson;
     unsigned timeout_s, limit;
 
-    int status;            /* 0 while valid; else the HTTP status to answer */
-    char error[32];        /* error code, e.g. "unknown_parameter" */
-    char message[512];     /* for a person */
-    const char *allow;     /* for 405: the Allow header */
+    int status;        /* 0 while valid; else the HTTP status to answer */
+    char error[32];    /* error code, e.g. "unknown_parameter" */
+    char message[512]; /* for a person */
+    const char *allow; /* for 405: the Allow header */
 
     /* internal */
     char *param_position;

@@ -16,7 +16,7 @@
 #include "position.h"
 
 #define STATE_FILE "changegate.position"
-#define AWAIT_MS 500        /* getMore wait: bounds how long a stop request waits */
+#define AWAIT_MS 500 /* getMore wait: bounds how long a stop request waits */
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 5000
 
@@ -28,15 +28,15 @@ struct cg_watcher {
     pthread_t thread;
     bool started, joined;
 
-    pthread_mutex_t lock;    /* guards everything below */
-    pthread_cond_t cond;     /* signalled on stop, to cut a backoff sleep short */
+    pthread_mutex_t lock; /* guards everything below */
+    pthread_cond_t cond;  /* signalled on stop, to cut a backoff sleep short */
     bool stop;
     bool streaming;
     char status[512];
     char *last;              /* newest position seen (event _id or postBatchResumeToken) */
     char *saved_replay_from; /* from the state file */
     char *saved_last;
-    char *written;           /* state file content last written, to skip identical writes */
+    char *written; /* state file content last written, to skip identical writes */
     pthread_mutex_t persist_lock;
 };
 
@@ -93,8 +93,8 @@ static void persist(cg_watcher_t *w)
     pthread_mutex_unlock(&w->lock);
     if (!replay && !last)
         return;
-    json_t *root = json_pack("{s:i, s:s?, s:s?}", "version", 1, "resumeAfter", replay,
-                             "position", last);
+    json_t *root =
+        json_pack("{s:i, s:s?, s:s?}", "version", 1, "resumeAfter", replay, "position", last);
     char *text = json_dumps(root, JSON_COMPACT);
     json_decref(root);
     bson_free(replay);

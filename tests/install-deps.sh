@@ -1,0 +1,39 @@
+#!/bin/bash
+# Installs everything changegate needs to build, test and run its demo on a
+# fresh Debian 12 machine (as root). Safe to run again: it only installs what
+# is missing. Node packages for the driver test come from the npm registry.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PACKAGES=(
+  build-essential autoconf automake libtool pkg-config
+  libmongoc-dev libbson-dev libmicrohttpd-dev libjansson-dev check
+  python3 python3-pymongo python3-bson
+  curl valgrind cppcheck clang-format
+)
+# Node.js and npm: Debian's packages unless a node with npm is already there
+# (some images ship their own, which Debian's npm package would conflict with).
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+  PACKAGES+=(nodejs npm)
+fi
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  if [ "$(id -u)" != 0 ]; then
+    echo "install-deps: missing Debian packages: ${missing[*]} (run as root, or apt-get install them)" >&2
+    exit 1
+  fi
+  echo "install-deps: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# The Node.js driver test's packages (pinned by package-lock.json).
+if [ -f tests/devmongo/node/package-lock.json ] && [ ! -d tests/devmongo/node/node_modules ]; then
+  echo "install-deps: npm ci in tests/devmongo/node"
+  (cd tests/devmongo/node && npm ci --no-audit --no-fund --loglevel=error)
+fi

@@ -1,0 +1,89 @@
+#!/bin/bash
+# Runs the whole test suite, the way CI does:
+#   1. installs what is missing (tests/install-deps.sh),
+#   2. lint: clang-format and cppcheck,
+#   3. a normal build and `make check` (unit tests, devmongo tests, integration),
+#   4. the same under AddressSanitizer + UndefinedBehaviorSanitizer,
+#   5. an integration scenario with changegate under valgrind (no leaks, no
+#      invalid accesses).
+# Builds go to build/plain and build/asan. The last line is "N passed, N failed".
+set -uo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+bash tests/install-deps.sh || exit 1
+
+passed=0
+failed=0
+failures=()
+record() { # name status
+  if [ "$2" = 0 ]; then passed=$((passed + 1)); else failed=$((failed + 1)); failures+=("$1"); fi
+}
+# Adds the PASS/FAIL counts of an automake test-suite.log run.
+count_suite() { # label builddir
+  local log=$2/test-suite.log
+  [ -f "$log" ] || { record "$1: no test-suite.log" 1; return; }
+  for t in $(cd "$2" && find tests -name '*.trs' | sort); do
+    local res
+    res=$(sed -n 's/^:test-result: //p' "$2/$t")
+    if [ "$res" = PASS ] || [ "$res" = SKIP ]; then record "$1 ${t%.trs}" 0
+    else record "$1 ${t%.trs}" 1; fi
+  done
+}
+
+JOBS=2
+WERROR=""
+[ "${CI:-}" = true ] && WERROR=--enable-werror
+
+echo "== lint"
+fmt_out=$(clang-format --dry-run --Werror src/*.c src/*.h tests/*.c tests/*.h bench/*.c 2>&1)
+record "clang-format" $?
+[ -n "$fmt_out" ] && echo "$fmt_out" | head -20
+cppcheck -q --enable=warning,performance,portability --error-exitcode=1 --inline-suppr \
+  --suppress=missingIncludeSystem -I src src/ bench/
+record "cppcheck" $?
+
+[ -f configure ] || autoreconf -fi >/dev/null || exit 1
+
+build() { # dir configure-args...
+  local dir=$1; shift
+  mkdir -p "$dir"
+  (cd "$dir" && { [ -f Makefile ] || "$ROOT/configure" -q "$@"; } && make -s -j$JOBS) >"$dir.build.log" 2>&1
+}
+
+echo "== build and make check (plain)"
+if build build/plain $WERROR; then
+  record "build plain" 0
+  (cd build/plain && make -s -j$JOBS check) >build/plain.check.log 2>&1 || tail -15 build/plain.check.log
+  count_suite plain build/plain
+else
+  record "build plain" 1; tail -30 build/plain.build.log
+fi
+
+echo "== build and make check (ASan + UBSan)"
+if build build/asan $WERROR --enable-sanitizers; then
+  record "build asan" 0
+  (cd build/asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 \
+     UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 make -s -j$JOBS check) >build/asan.check.log 2>&1 ||
+     tail -15 build/asan.check.log
+  count_suite asan build/asan
+else
+  record "build asan" 1; tail -30 build/asan.build.log
+fi
+
+echo "== integration under valgrind"
+if [ -x build/plain/src/changegate ]; then
+  CHANGEGATE=$ROOT/build/plain/src/changegate DEVMONGO=$ROOT/tests/devmongo/devmongo \
+  CG_WRAPPER="valgrind -q --leak-check=full --errors-for-leak-kinds=definite --error-exitcode=99" \
+    timeout 300 /usr/bin/python3 tests/integration/test_sse_resume.py >build/valgrind.log 2>&1
+  rc=$?
+  record "valgrind test_sse_resume" $rc
+  [ $rc = 0 ] || tail -40 build/valgrind.log
+fi
+
+for f in "${failures[@]}"; do echo "FAILED: $f"; done
+for d in build/plain build/asan; do
+  [ -f $d/test-suite.log ] && grep -q "^# FAIL: *[1-9]" $d/test-suite.log && \
+    echo "see $d/test-suite.log and $d/tests/*.log"
+done
+echo "$passed passed, $failed failed"
+[ "$failed" = 0 ]
