@@ -267,6 +267,25 @@ static void cg_config_read_argv(cg_config_source_t *src, int argc, char **argv,
     }
 }
 
+/* Steps a scanner over JSON text by one character. Returns true when c
+ * belongs to a string literal (quotes included), so callers only act on what
+ * lies outside strings. */
+static bool cg_config_json_in_string(char c, bool *in_str, bool *esc)
+{
+    if (*in_str) {
+        if (*esc)
+            *esc = false;
+        else if (c == '\\')
+            *esc = true;
+        else if (c == '"')
+            *in_str = false;
+        return true;
+    }
+    if (c == '"')
+        *in_str = true;
+    return *in_str;
+}
+
 /* Comment rule for config files: a line whose first non-blank character is '#'
  * is a comment, and a '#' that follows a space or tab outside a double-quoted
  * string starts a comment that runs to the end of the line. The quote tracking
@@ -277,16 +296,9 @@ static void cg_config_strip_comment(char *s)
     bool in_str = false, esc = false;
     for (size_t i = 0; s[i]; i++) {
         char c = s[i];
-        if (in_str) {
-            if (esc)
-                esc = false;
-            else if (c == '\\')
-                esc = true;
-            else if (c == '"')
-                in_str = false;
-        } else if (c == '"') {
-            in_str = true;
-        } else if (c == '#' && (i == 0 || s[i - 1] == ' ' || s[i - 1] == '\t')) {
+        if (cg_config_json_in_string(c, &in_str, &esc))
+            continue;
+        if (c == '#' && (i == 0 || s[i - 1] == ' ' || s[i - 1] == '\t')) {
             s[i] = '\0';
             return;
         }
@@ -487,16 +499,9 @@ static cg_config_json_shape_t cg_config_json_shape(const char *s)
     bool in_str = false, esc = false;
     for (; *s; s++) {
         char c = *s;
-        if (in_str) {
-            if (esc)
-                esc = false;
-            else if (c == '\\')
-                esc = true;
-            else if (c == '"')
-                in_str = false;
-        } else if (c == '"') {
-            in_str = true;
-        } else if (c == '[' || c == '{') {
+        if (cg_config_json_in_string(c, &in_str, &esc))
+            continue;
+        if (c == '[' || c == '{') {
             depth++;
         } else if (c == ']' || c == '}') {
             if (--depth == 0) {

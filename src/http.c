@@ -49,6 +49,7 @@ typedef struct {
     size_t cur_off;
     const char *lit; /* stream: literal bytes being written (preamble, heartbeat) */
     size_t lit_len, lit_off;
+    bool begun;   /* routed, and answered or subscribed */
     bool ending;  /* stream: the hub is stopping */
     char *origin; /* allowed CORS origin to echo, or NULL */
     bool origin_credentials;
@@ -175,11 +176,18 @@ static enum MHD_Result start_stream(conn_ctx_t *c)
 
 /* ---- long-poll ---- */
 
+/* A long-poll answer: {"events":[...],"lastEventId":...}, read straight from
+ * the events' shared JSON bytes. (An iovec response would avoid even this
+ * copy, but libmicrohttpd 0.9.75 copies the iovec array into the small
+ * per-connection pool, which a 1,000-event answer does not fit.) */
 typedef struct {
     cg_event_t **events;
     size_t n;
     char *suffix;
+    size_t part, off; /* reader: part 0 is the prefix, 1..n the events, n+1 the suffix */
 } poll_body_t;
+
+static const char POLL_PREFIX[] = "{\"events\":[";
 
 static void free_poll_body(void *cls)
 {
@@ -191,8 +199,51 @@ static void free_poll_body(void *cls)
     bson_free(b);
 }
 
-/* Answers {"events":[...],"lastEventId":...}, pointing at the events' shared
- * JSON bytes instead of copying them. Takes the references in events. */
+/* The bytes of one part of the body; events after the first get a comma. */
+static const char *poll_part(const poll_body_t *b, size_t part, size_t *len, bool *comma)
+{
+    *comma = false;
+    if (part == 0) {
+        *len = sizeof POLL_PREFIX - 1;
+        return POLL_PREFIX;
+    }
+    if (part <= b->n) {
+        *comma = part > 1;
+        *len = b->events[part - 1]->json_len;
+        return b->events[part - 1]->json;
+    }
+    *len = strlen(b->suffix);
+    return b->suffix;
+}
+
+static ssize_t poll_body_reader(void *cls, uint64_t pos, char *buf, size_t max)
+{
+    poll_body_t *b = cls;
+    size_t n = 0;
+    while (n < max && b->part <= b->n + 1) {
+        size_t len;
+        bool comma;
+        const char *bytes = poll_part(b, b->part, &len, &comma);
+        size_t lead = comma ? 1 : 0; /* a part with a comma is one byte longer */
+        if (b->off < lead) {
+            buf[n++] = ',';
+            b->off = 1;
+            continue;
+        }
+        size_t from = b->off - lead;
+        size_t k = len - from < max - n ? len - from : max - n;
+        memcpy(buf + n, bytes + from, k);
+        n += k;
+        b->off += k;
+        if (b->off == len + lead) {
+            b->part++;
+            b->off = 0;
+        }
+    }
+    return n ? (ssize_t)n : MHD_CONTENT_READER_END_OF_STREAM;
+}
+
+/* Answers {"events":[...],"lastEventId":...}. Takes the references in events. */
 static enum MHD_Result send_poll_answer(conn_ctx_t *c, cg_event_t **events, size_t n,
                                         const char *last)
 {
@@ -201,17 +252,11 @@ static enum MHD_Result send_poll_answer(conn_ctx_t *c, cg_event_t **events, size
     b->n = n;
     b->suffix = last ? bson_strdup_printf("],\"lastEventId\":\"%s\"}", last)
                      : bson_strdup("],\"lastEventId\":null}");
-    struct MHD_IoVec *iov = bson_malloc((2 * n + 2) * sizeof *iov);
-    size_t k = 0;
-    iov[k++] = (struct MHD_IoVec){"{\"events\":[", 11};
-    for (size_t i = 0; i < n; i++) {
-        if (i)
-            iov[k++] = (struct MHD_IoVec){",", 1};
-        iov[k++] = (struct MHD_IoVec){events[i]->json, events[i]->json_len};
-    }
-    iov[k++] = (struct MHD_IoVec){b->suffix, strlen(b->suffix)};
-    struct MHD_Response *r = MHD_create_response_from_iovec(iov, (unsigned)k, free_poll_body, b);
-    bson_free(iov);
+    uint64_t total = sizeof POLL_PREFIX - 1 + strlen(b->suffix) + (n ? n - 1 : 0);
+    for (size_t i = 0; i < n; i++)
+        total += events[i]->json_len;
+    struct MHD_Response *r = MHD_create_response_from_callback(total, STREAM_BLOCK_SIZE,
+                                                               poll_body_reader, b, free_poll_body);
     MHD_add_response_header(r, "Content-Type", "application/json");
     add_common_headers(c, r);
     enum MHD_Result ret = MHD_queue_response(c->conn, MHD_HTTP_OK, r);
@@ -388,6 +433,9 @@ static enum MHD_Result begin_request(conn_ctx_t *c, const char *url, const char 
     return poll ? poll_step(c) : start_stream(c);
 }
 
+/* libmicrohttpd calls this first with the headers, then with any body, then
+ * once more with nothing: the answer is queued on that last call, because a
+ * response queued on the first one is "early" and costs the keep-alive. */
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
                                   const char *method, const char *version, const char *upload_data,
                                   size_t *upload_data_size, void **con_cls)
@@ -398,11 +446,15 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         c->http = cls;
         c->conn = conn;
         *con_cls = c;
-        return begin_request(c, url, method);
+        return MHD_YES;
     }
     if (*upload_data_size) { /* a body nobody asked for: discard it */
         *upload_data_size = 0;
         return MHD_YES;
+    }
+    if (!c->begun) {
+        c->begun = true;
+        return begin_request(c, url, method);
     }
     if (c->sub && c->req.endpoint == CG_EP_POLL)
         return poll_step(c); /* resumed after a park */

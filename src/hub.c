@@ -74,9 +74,7 @@ static void park_sub(cg_hub_t *hub, cg_sub_t *sub)
     sub->ops->park(sub->ctx);
 }
 
-/* Takes sub off the parked list and wakes it: the only place wake is called,
- * so one park gets exactly one wake. */
-static void unpark_sub(cg_hub_t *hub, cg_sub_t *sub)
+static void unlink_parked(cg_hub_t *hub, cg_sub_t *sub)
 {
     if (sub->prev)
         sub->prev->next = sub->next;
@@ -86,6 +84,13 @@ static void unpark_sub(cg_hub_t *hub, cg_sub_t *sub)
         sub->next->prev = sub->prev;
     sub->prev = sub->next = NULL;
     sub->parked = false;
+}
+
+/* Takes sub off the parked list and wakes it: the only place wake is called,
+ * so one park gets exactly one wake. */
+static void unpark_sub(cg_hub_t *hub, cg_sub_t *sub)
+{
+    unlink_parked(hub, sub);
     sub->ops->wake(sub->ctx);
 }
 
@@ -189,14 +194,8 @@ void cg_hub_unsubscribe(cg_hub_t *hub, cg_sub_t *sub)
     if (!sub)
         return;
     pthread_mutex_lock(&hub->lock);
-    if (sub->parked) { /* cannot normally happen: front ends end parked streams first */
-        if (sub->prev)
-            sub->prev->next = sub->next;
-        else
-            hub->parked = sub->next;
-        if (sub->next)
-            sub->next->prev = sub->prev;
-    }
+    if (sub->parked) /* cannot normally happen: front ends end parked streams first */
+        unlink_parked(hub, sub);
     hub->n_subscribers--;
     pthread_mutex_unlock(&hub->lock);
     cg_filter_free(sub->filter);

@@ -58,10 +58,33 @@ static int check_config(const cg_config_t *cfg)
     return 0;
 }
 
+/* libmongoc's own messages (from URI parsing on) go through our logger. */
+static void on_mongoc_log(mongoc_log_level_t level, const char *domain, const char *message,
+                          void *data)
+{
+    switch (level) {
+    case MONGOC_LOG_LEVEL_ERROR:
+    case MONGOC_LOG_LEVEL_CRITICAL:
+        cg_log_error("libmongoc %s: %s", domain, message);
+        break;
+    case MONGOC_LOG_LEVEL_WARNING:
+        cg_log_warn("libmongoc %s: %s", domain, message);
+        break;
+    case MONGOC_LOG_LEVEL_MESSAGE:
+    case MONGOC_LOG_LEVEL_INFO:
+        cg_log_debug("libmongoc %s: %s", domain, message);
+        break;
+    case MONGOC_LOG_LEVEL_DEBUG:
+    case MONGOC_LOG_LEVEL_TRACE:
+        break;
+    }
+}
+
 int main(int argc, char **argv)
 {
     cg_config_t cfg;
     char err[4096];
+    mongoc_log_set_handler(on_mongoc_log, NULL);
     if (cg_config_parse(&cfg, argc, argv, err, sizeof err) != 0) {
         fprintf(stderr, "changegate: configuration problems:\n%s\n", err);
         cg_config_free(&cfg);

@@ -176,7 +176,8 @@ static bool should_stop(cg_watcher_t *w)
     return stop;
 }
 
-static void sleep_ms(cg_watcher_t *w, int ms)
+/* The CLOCK_REALTIME instant ms from now, as pthread's timed waits want it. */
+static struct timespec realtime_in(int ms)
 {
     struct timespec until;
     clock_gettime(CLOCK_REALTIME, &until);
@@ -186,6 +187,12 @@ static void sleep_ms(cg_watcher_t *w, int ms)
         until.tv_sec++;
         until.tv_nsec -= 1000000000L;
     }
+    return until;
+}
+
+static void sleep_ms(cg_watcher_t *w, int ms)
+{
+    struct timespec until = realtime_in(ms);
     pthread_mutex_lock(&w->lock);
     while (!w->stop && pthread_cond_timedwait(&w->cond, &w->lock, &until) == 0)
         ;
@@ -326,8 +333,8 @@ static void on_stream_error(cg_watcher_t *w, loop_state_t *st, const bson_error_
     *backoff = *backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : *backoff * 2;
 }
 
-/* Publishes one change event; returns its position (borrowed from the event,
- * valid while the journal keeps it... so copied by the caller) or NULL. */
+/* Turns one change event into a cg_event_t and publishes it; moves the
+ * watcher's position to it and notices the end of a restart's replay. */
 static void publish_change(cg_watcher_t *w, loop_state_t *st, const bson_t *doc, bool *invalidated)
 {
     char err[256];
@@ -465,14 +472,7 @@ void cg_watcher_stop(cg_watcher_t *w, int timeout_ms)
     pthread_cond_broadcast(&w->cond);
     pthread_mutex_unlock(&w->lock);
     if (w->started && !w->joined) {
-        struct timespec until;
-        clock_gettime(CLOCK_REALTIME, &until);
-        until.tv_sec += timeout_ms / 1000;
-        until.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-        if (until.tv_nsec >= 1000000000L) {
-            until.tv_sec++;
-            until.tv_nsec -= 1000000000L;
-        }
+        struct timespec until = realtime_in(timeout_ms);
         if (pthread_timedjoin_np(w->thread, NULL, &until) == 0)
             w->joined = true;
         else

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "event.h"
+#include "testutil.h"
 
 static bson_t *change(const char *json)
 {
@@ -40,10 +41,11 @@ START_TEST(sse_frame_is_id_then_one_data_line)
     json_error_t je;
     json_t *data = json_loadb(ev->sse + 17, ev->sse_len - 19, 0, &je);
     ck_assert_msg(data != NULL, "%s", je.text);
-    ck_assert_str_eq(json_string_value(json_object_get(json_object_get(data, "fullDocument"), "note")),
-                     "line\nbreak");
-    ck_assert_int_eq(json_integer_value(json_object_get(json_object_get(data, "fullDocument"), "n")),
-                     5);
+    ck_assert_str_eq(
+        json_string_value(json_object_get(json_object_get(data, "fullDocument"), "note")),
+        "line\nbreak");
+    ck_assert_int_eq(
+        json_integer_value(json_object_get(json_object_get(data, "fullDocument"), "n")), 5);
     json_decref(data);
     cg_event_unref(ev);
     bson_destroy(b);
@@ -62,9 +64,9 @@ START_TEST(ndjson_line_wraps_id_and_event)
     json_t *line = json_loads(ev->ndjson, 0, &je);
     ck_assert_ptr_nonnull(line);
     ck_assert_str_eq(json_string_value(json_object_get(line, "id")), "82AB01");
-    ck_assert_str_eq(json_string_value(json_object_get(json_object_get(line, "event"),
-                                                       "operationType")),
-                     "insert");
+    ck_assert_str_eq(
+        json_string_value(json_object_get(json_object_get(line, "event"), "operationType")),
+        "insert");
     json_decref(line);
     cg_event_unref(ev);
     bson_destroy(b);
@@ -123,9 +125,5 @@ int main(void)
     tcase_add_test(tc, events_without_a_token_are_refused);
     tcase_add_test(tc, references_share_one_copy);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return test_run_suite(s);
 }

@@ -84,16 +84,14 @@ START_TEST(bad_values_are_refused_with_a_message)
     for (size_t i = 0; i < sizeof bad_ns / sizeof *bad_ns; i++) {
         cg_filter_t *f = cg_filter_new();
         err[0] = '\0';
-        ck_assert_msg(cg_filter_add_ns(f, bad_ns[i], err, sizeof err) == -1, "ns '%s'",
-                      bad_ns[i]);
+        ck_assert_msg(cg_filter_add_ns(f, bad_ns[i], err, sizeof err) == -1, "ns '%s'", bad_ns[i]);
         ck_assert(strstr(err, "ns") != NULL);
         cg_filter_free(f);
     }
     for (size_t i = 0; i < sizeof bad_op / sizeof *bad_op; i++) {
         cg_filter_t *f = cg_filter_new();
         err[0] = '\0';
-        ck_assert_msg(cg_filter_add_ops(f, bad_op[i], err, sizeof err) == -1, "op '%s'",
-                      bad_op[i]);
+        ck_assert_msg(cg_filter_add_ops(f, bad_op[i], err, sizeof err) == -1, "op '%s'", bad_op[i]);
         ck_assert(strstr(err, "op") != NULL);
         cg_filter_free(f);
     }

@@ -261,14 +261,16 @@ START_TEST(deadlines_and_heartbeats_wake_parked_subscribers)
     hub = cg_hub_new(cg_journal_new(8), 10, 1);
     go_live();
     fake_conn_t poller = {0}, stream = {0};
-    cg_sub_spec_t spec = {.filter = cg_filter_new(), .deadline_ms = cg_hub_now_ms() - 1,
-                          .ops = &fake_ops, .ctx = &poller};
+    cg_sub_spec_t spec = {.filter = cg_filter_new(),
+                          .deadline_ms = cg_hub_now_ms() - 1,
+                          .ops = &fake_ops,
+                          .ctx = &poller};
     cg_sub_t *p, *s;
     ck_assert_int_eq(cg_hub_subscribe(hub, &spec, &p), CG_HUB_OK);
     cg_event_t *ev;
     ck_assert_int_eq(cg_hub_next(hub, p, true, &ev), CG_NEXT_TIMEOUT);
-    spec = (cg_sub_spec_t){.filter = cg_filter_new(), .heartbeats = true, .ops = &fake_ops,
-                           .ctx = &stream};
+    spec = (cg_sub_spec_t){
+        .filter = cg_filter_new(), .heartbeats = true, .ops = &fake_ops, .ctx = &stream};
     ck_assert_int_eq(cg_hub_subscribe(hub, &spec, &s), CG_HUB_OK);
     ck_assert_int_eq(cg_hub_next(hub, s, true, &ev), CG_NEXT_PARKED);
     cg_hub_tick(hub); /* not due yet */

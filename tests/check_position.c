@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "position.h"
+#include "testutil.h"
 
 static char *roundtrip(const bson_t *token)
 {
@@ -30,11 +31,13 @@ END_TEST
 START_TEST(other_shapes_are_base64url_and_reversible)
 {
     const char *json[] = {
-        "{\"_data\": \"82abc\"}",            /* lowercase hex: not the plain form */
-        "{\"_data\": \"82AB\", \"x\": 1}",   /* extra field */
+        "{\"_data\": \"82abc\"}",          /* lowercase hex: not the plain form */
+        "{\"_data\": \"82AB\", \"x\": 1}", /* extra field */
         "{\"ts\": {\"$timestamp\": {\"t\": 1, \"i\": 2}}, \"k\": [1, \"a\"]}",
         "{\"_data\": {\"$binary\": {\"base64\": \"AAEC\", \"subType\": \"00\"}}}",
-        "{\"a\": 1}", "{\"ab\": 1}", "{\"abc\": 1}", /* every base64 tail length */
+        "{\"a\": 1}",
+        "{\"ab\": 1}",
+        "{\"abc\": 1}", /* every base64 tail length */
     };
     for (size_t i = 0; i < sizeof json / sizeof *json; i++) {
         bson_error_t e;
@@ -61,8 +64,8 @@ END_TEST
 
 START_TEST(malformed_positions_are_refused_with_a_reason)
 {
-    const char *bad[] = {"", "82ab", "82 AB", "xyz", "~", "~A", "~!!!!", "~AAAA",
-                         "8263A1B2C3\n", "~YWJj"};
+    const char *bad[] = {"",   "82ab",  "82 AB", "xyz",          "~",
+                         "~A", "~!!!!", "~AAAA", "8263A1B2C3\n", "~YWJj"};
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         bson_t t;
         char err[128] = "";
@@ -116,9 +119,5 @@ int main(void)
     tcase_add_test(tc, malformed_positions_are_refused_with_a_reason);
     tcase_add_test(tc, non_canonical_encoding_of_a_hex_token_is_refused);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return test_run_suite(s);
 }

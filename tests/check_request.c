@@ -18,8 +18,8 @@ static void expect_error(int status, const char *code, const char *in_message)
 {
     ck_assert_int_eq(req.status, status);
     ck_assert_str_eq(req.error, code);
-    ck_assert_msg(strstr(req.message, in_message) != NULL, "message '%s' lacks '%s'",
-                  req.message, in_message);
+    ck_assert_msg(strstr(req.message, in_message) != NULL, "message '%s' lacks '%s'", req.message,
+                  in_message);
     char *body = cg_request_error_json(&req);
     json_error_t je;
     json_t *j = json_loads(body, 0, &je);
