@@ -1175,12 +1175,12 @@ void cg_config_usage(FILE *out)
           "                 410 Gone (error history_lost) when continuity was lost.\n"
           "  GET /healthz   200 with a JSON status while the change stream is live, 503\n"
           "                 with the reason when it is not.\n"
-          "  GET /metrics   Prometheus metrics.\n"
           "\n"
           "Query parameters (unknown parameters are a 400):\n"
           "  ns=DB|DB.COLL     namespaces to receive; repeatable or comma-separated\n"
           "  op=OPS            operation types, comma-separated\n"
           "                    (insert,update,replace,delete,...)\n"
+          "  id=JSON           documentKey._id values (Extended JSON); repeatable\n"
           "  filter=JSON       a MongoDB query over the change event (Extended JSON v2)\n"
           "  fields=PATHS      comma-separated paths to keep in each event\n"
           "  lastEventId=POS   resume after POS (as the Last-Event-ID header, which wins)\n",

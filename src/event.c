@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "position.h"
+#include "project.h"
 
 static cg_event_t *event_alloc(cg_event_kind_t kind, const char *position)
 {
@@ -23,6 +24,27 @@ static char *utf8_field(const bson_t *doc, const char *dotted)
         BSON_ITER_HOLDS_UTF8(&child))
         return bson_strdup(bson_iter_utf8(&child, NULL));
     return NULL;
+}
+
+/* Frames a change event's JSON (taken) with its position. */
+static void frame_change(cg_frames_t *f, const char *position, char *json, size_t jlen)
+{
+    size_t plen = strlen(position);
+    f->json = json;
+    f->json_len = jlen;
+    f->sse_len = 4 + plen + 7 + jlen + 2; /* "id: " P "\ndata: " J "\n\n" */
+    f->sse = bson_malloc(f->sse_len + 1);
+    snprintf(f->sse, f->sse_len + 1, "id: %s\ndata: %s\n\n", position, json);
+    f->ndjson_len = 7 + plen + 10 + jlen + 2; /* {"id":" P ","event": J }\n */
+    f->ndjson = bson_malloc(f->ndjson_len + 1);
+    snprintf(f->ndjson, f->ndjson_len + 1, "{\"id\":\"%s\",\"event\":%s}\n", position, json);
+}
+
+static void free_frames(cg_frames_t *f)
+{
+    bson_free(f->json);
+    bson_free(f->sse);
+    bson_free(f->ndjson);
 }
 
 cg_event_t *cg_event_new_change(const bson_t *change, char *err, size_t errlen)
@@ -64,17 +86,7 @@ cg_event_t *cg_event_new_change(const bson_t *change, char *err, size_t errlen)
         bson_iter_timestamp(&it, &t, &i);
         ev->cluster_time = t;
     }
-    ev->json = json;
-    ev->json_len = jlen;
-    size_t plen = strlen(position);
-
-    ev->sse_len = 4 + plen + 7 + jlen + 2; /* "id: " P "\ndata: " J "\n\n" */
-    ev->sse = bson_malloc(ev->sse_len + 1);
-    snprintf(ev->sse, ev->sse_len + 1, "id: %s\ndata: %s\n\n", position, json);
-
-    ev->ndjson_len = 7 + plen + 10 + jlen + 2; /* {"id":" P ","event": J }\n */
-    ev->ndjson = bson_malloc(ev->ndjson_len + 1);
-    snprintf(ev->ndjson, ev->ndjson_len + 1, "{\"id\":\"%s\",\"event\":%s}\n", position, json);
+    frame_change(&ev->frames, position, json, jlen);
     return ev;
 }
 
@@ -85,21 +97,44 @@ cg_event_t *cg_event_new_reset(const char *position, const char *reason)
     json_t *data = json_pack("{s:s, s:s?}", "reason", reason, "lastEventId", position);
     char *dumped = json_dumps(data, JSON_COMPACT);
     json_decref(data);
-    ev->json = bson_strdup(dumped);
+    cg_frames_t *f = &ev->frames;
+    f->json = bson_strdup(dumped);
     free(dumped); /* jansson's allocator */
-    ev->json_len = strlen(ev->json);
+    f->json_len = strlen(f->json);
     /* The id line moves the browser's lastEventId to where the stream now continues. */
-    ev->sse = bson_strdup_printf("event: reset\n%s%s%sdata: %s\n\n", position ? "id: " : "",
-                                 position ? position : "", position ? "\n" : "", ev->json);
-    ev->sse_len = strlen(ev->sse);
-    ev->ndjson = bson_strdup_printf("{\"reset\":%s}\n", ev->json);
-    ev->ndjson_len = strlen(ev->ndjson);
+    f->sse = bson_strdup_printf("event: reset\n%s%s%sdata: %s\n\n", position ? "id: " : "",
+                                position ? position : "", position ? "\n" : "", f->json);
+    f->sse_len = strlen(f->sse);
+    f->ndjson = bson_strdup_printf("{\"reset\":%s}\n", f->json);
+    f->ndjson_len = strlen(f->ndjson);
     return ev;
 }
 
 cg_event_t *cg_event_new_mark(const char *position)
 {
     return event_alloc(CG_EVENT_MARK, position);
+}
+
+const cg_frames_t *cg_event_frames(cg_event_t *ev, const cg_project_t *project, uint64_t project_id)
+{
+    if (!project || ev->kind != CG_EVENT_CHANGE)
+        return &ev->frames;
+    for (cg_projected_t *p = ev->projected; p; p = p->next)
+        if (p->project_id == project_id)
+            return &p->frames;
+    bson_t out = BSON_INITIALIZER;
+    cg_project_apply(project, ev->doc, &out);
+    size_t jlen;
+    char *json = bson_as_relaxed_extended_json(&out, &jlen);
+    bson_destroy(&out);
+    if (!json) /* cannot happen: a subset of a document that was valid JSON */
+        return &ev->frames;
+    cg_projected_t *p = bson_malloc0(sizeof *p);
+    p->project_id = project_id;
+    frame_change(&p->frames, ev->position, json, jlen);
+    p->next = ev->projected;
+    ev->projected = p;
+    return &p->frames;
 }
 
 cg_event_t *cg_event_ref(cg_event_t *ev)
@@ -119,8 +154,12 @@ void cg_event_unref(cg_event_t *ev)
     bson_free(ev->db);
     bson_free(ev->coll);
     bson_free(ev->reason);
-    bson_free(ev->json);
-    bson_free(ev->sse);
-    bson_free(ev->ndjson);
+    free_frames(&ev->frames);
+    while (ev->projected) {
+        cg_projected_t *next = ev->projected->next;
+        free_frames(&ev->projected->frames);
+        bson_free(ev->projected);
+        ev->projected = next;
+    }
     bson_free(ev);
 }

@@ -17,6 +17,23 @@ typedef enum {
     CG_EVENT_MARK    /* a resumable position with no event (stream start): never delivered */
 } cg_event_kind_t;
 
+/* An event's bytes in the three wire forms. */
+typedef struct cg_frames {
+    char *json; /* CHANGE: the event as relaxed Extended JSON; RESET: {reason, lastEventId} */
+    size_t json_len;
+    char *sse; /* the SSE message, ending in a blank line */
+    size_t sse_len;
+    char *ndjson; /* the NDJSON line, ending in '\n' */
+    size_t ndjson_len;
+} cg_frames_t;
+
+/* The frames of one projection of an event, made on first use. */
+typedef struct cg_projected {
+    uint64_t project_id;
+    cg_frames_t frames;
+    struct cg_projected *next;
+} cg_projected_t;
+
 typedef struct cg_event {
     atomic_uint refs;
     cg_event_kind_t kind;
@@ -25,14 +42,10 @@ typedef struct cg_event {
     bson_t *doc;     /* CHANGE only: the change event */
     char *op;        /* operationType, or NULL */
     char *db, *coll; /* ns.db / ns.coll, or NULL */
-    int64_t cluster_time; /* clusterTime seconds, 0 if absent */
-    char *reason;         /* RESET only */
-    char *json; /* CHANGE: the event as relaxed Extended JSON; RESET: {reason, lastEventId} */
-    size_t json_len;
-    char *sse; /* the SSE message, ending in a blank line */
-    size_t sse_len;
-    char *ndjson; /* the NDJSON line, ending in '\n' */
-    size_t ndjson_len;
+    int64_t cluster_time;      /* clusterTime seconds, 0 if absent */
+    char *reason;              /* RESET only */
+    cg_frames_t frames;        /* the whole event */
+    cg_projected_t *projected; /* see cg_event_frames() */
 } cg_event_t;
 
 /* Copies `change` (a change event; its _id is the resume token). Returns an
@@ -41,6 +54,14 @@ cg_event_t *cg_event_new_change(const bson_t *change, char *err, size_t errlen);
 /* position may be NULL (no known position); reason is a short code. */
 cg_event_t *cg_event_new_reset(const char *position, const char *reason);
 cg_event_t *cg_event_new_mark(const char *position);
+
+/* The frames of ev under a projection (NULL: the whole event). Projected
+ * frames are made once per (event, project_id) and kept with the event.
+ * Not thread-safe: the hub calls it under its lock; the frames returned are
+ * immutable and live as long as the event. */
+struct cg_project;
+const cg_frames_t *cg_event_frames(cg_event_t *ev, const struct cg_project *project,
+                                   uint64_t project_id);
 
 cg_event_t *cg_event_ref(cg_event_t *ev);
 void cg_event_unref(cg_event_t *ev);

@@ -1,9 +1,11 @@
-/* filter.c: the ns / op shorthands. */
+/* filter.c: turning the subscriber's parameters into one query tree. */
 #include "filter.h"
 
 #include <bson/bson.h>
 #include <stdio.h>
 #include <string.h>
+
+#define MAX_ID_JSON 1024
 
 typedef struct {
     char *db;
@@ -15,6 +17,11 @@ struct cg_filter {
     size_t n_ns;
     char **ops;
     size_t n_ops;
+    bson_t ids; /* {"0": v0, "1": v1, ...}: the id values, as an array document */
+    uint32_t n_ids;
+    cg_match_t *query; /* the `filter` parameter, until compiled in */
+    bool has_query;
+    cg_match_t *match; /* the whole tree, after cg_filter_compile() */
 };
 
 /* The operation types MongoDB 6.0 emits (with showExpandedEvents for the DDL ones). */
@@ -37,7 +44,9 @@ static const char *const known_ops[] = {"insert",
 
 cg_filter_t *cg_filter_new(void)
 {
-    return bson_malloc0(sizeof(cg_filter_t));
+    cg_filter_t *f = bson_malloc0(sizeof(cg_filter_t));
+    bson_init(&f->ids);
+    return f;
 }
 
 void cg_filter_free(cg_filter_t *f)
@@ -52,6 +61,9 @@ void cg_filter_free(cg_filter_t *f)
     for (size_t i = 0; i < f->n_ops; i++)
         bson_free(f->ops[i]);
     bson_free(f->ops);
+    bson_destroy(&f->ids);
+    cg_match_free(f->query);
+    cg_match_free(f->match);
     bson_free(f);
 }
 
@@ -127,34 +139,142 @@ int cg_filter_add_ops(cg_filter_t *f, const char *csv, char *err, size_t errlen)
     return each_item(f, csv, "op", add_one_op, err, errlen);
 }
 
-static bool ns_match(const cg_filter_t *f, const cg_event_t *ev)
+int cg_filter_add_id(cg_filter_t *f, const char *json, char *err, size_t errlen)
 {
-    if (f->n_ns == 0)
-        return true;
-    if (!ev->db)
-        return false;
-    for (size_t i = 0; i < f->n_ns; i++) {
-        if (strcmp(f->ns[i].db, ev->db) != 0)
-            continue;
-        if (!f->ns[i].coll || (ev->coll && strcmp(f->ns[i].coll, ev->coll) == 0))
-            return true;
+    size_t len = strlen(json);
+    if (len == 0 || len > MAX_ID_JSON) {
+        snprintf(err, errlen, "id must be an Extended JSON value of 1 to %d characters",
+                 MAX_ID_JSON);
+        return -1;
     }
-    return false;
+    /* libbson parses documents only: wrap the value as {"v": ...}. */
+    char *wrapped = bson_strdup_printf("{\"v\": %s}", json);
+    bson_t doc;
+    bson_error_t berr;
+    bool ok = bson_init_from_json(&doc, wrapped, -1, &berr);
+    bson_free(wrapped);
+    bson_iter_t it;
+    if (!ok || !bson_iter_init_find(&it, &doc, "v") || bson_iter_next(&it)) {
+        if (ok)
+            bson_destroy(&doc);
+        snprintf(err, errlen,
+                 "id is not one Extended JSON value (a string needs quotes: id=\"abc\"; an "
+                 "ObjectId is id={\"$oid\":\"...\"})");
+        return -1;
+    }
+    bson_iter_init_find(&it, &doc, "v");
+    if (BSON_ITER_HOLDS_REGEX(&it)) {
+        bson_destroy(&doc);
+        snprintf(err, errlen, "id cannot be a regular expression");
+        return -1;
+    }
+    char key[24];
+    snprintf(key, sizeof key, "%u", f->n_ids++);
+    bson_append_iter(&f->ids, key, -1, &it);
+    bson_destroy(&doc);
+    return 0;
 }
 
-static bool op_match(const cg_filter_t *f, const cg_event_t *ev)
+int cg_filter_set_query(cg_filter_t *f, const char *json, char *err, size_t errlen)
 {
-    if (f->n_ops == 0)
-        return true;
-    if (!ev->op)
-        return false;
-    for (size_t i = 0; i < f->n_ops; i++)
-        if (strcmp(f->ops[i], ev->op) == 0)
-            return true;
-    return false;
+    if (f->has_query) {
+        snprintf(err, errlen, "filter is given more than once");
+        return -1;
+    }
+    f->query = cg_match_compile_json(json, strlen(json), "filter", err, errlen);
+    if (!f->query)
+        return -1;
+    f->has_query = true;
+    return 0;
+}
+
+/* The shorthands as a query: ns.db $in [dbs] (a necessary condition, there
+ * for the index) AND $or of each ns entry, operationType $in [ops], and
+ * documentKey._id $in [ids]. Returns false when there are none. */
+static bool shorthand_query(const cg_filter_t *f, bson_t *q)
+{
+    bson_t and_arr, cond, sub, in, alt, alts;
+    unsigned n = 0;
+    char key[24];
+    bson_init(q);
+    bson_append_array_begin(q, "$and", -1, &and_arr);
+    if (f->n_ns) {
+        snprintf(key, sizeof key, "%u", n++);
+        bson_append_document_begin(&and_arr, key, -1, &cond);
+        bson_append_document_begin(&cond, "ns.db", -1, &sub);
+        bson_append_array_begin(&sub, "$in", -1, &in);
+        for (size_t i = 0; i < f->n_ns; i++) {
+            snprintf(key, sizeof key, "%zu", i);
+            BSON_APPEND_UTF8(&in, key, f->ns[i].db);
+        }
+        bson_append_array_end(&sub, &in);
+        bson_append_document_end(&cond, &sub);
+        bson_append_document_end(&and_arr, &cond);
+
+        snprintf(key, sizeof key, "%u", n++);
+        bson_append_document_begin(&and_arr, key, -1, &cond);
+        bson_append_array_begin(&cond, "$or", -1, &alts);
+        for (size_t i = 0; i < f->n_ns; i++) {
+            snprintf(key, sizeof key, "%zu", i);
+            bson_append_document_begin(&alts, key, -1, &alt);
+            BSON_APPEND_UTF8(&alt, "ns.db", f->ns[i].db);
+            if (f->ns[i].coll)
+                BSON_APPEND_UTF8(&alt, "ns.coll", f->ns[i].coll);
+            bson_append_document_end(&alts, &alt);
+        }
+        bson_append_array_end(&cond, &alts);
+        bson_append_document_end(&and_arr, &cond);
+    }
+    if (f->n_ops) {
+        snprintf(key, sizeof key, "%u", n++);
+        bson_append_document_begin(&and_arr, key, -1, &cond);
+        bson_append_document_begin(&cond, "operationType", -1, &sub);
+        bson_append_array_begin(&sub, "$in", -1, &in);
+        for (size_t i = 0; i < f->n_ops; i++) {
+            snprintf(key, sizeof key, "%zu", i);
+            BSON_APPEND_UTF8(&in, key, f->ops[i]);
+        }
+        bson_append_array_end(&sub, &in);
+        bson_append_document_end(&cond, &sub);
+        bson_append_document_end(&and_arr, &cond);
+    }
+    if (f->n_ids) {
+        snprintf(key, sizeof key, "%u", n++);
+        bson_append_document_begin(&and_arr, key, -1, &cond);
+        bson_append_document_begin(&cond, "documentKey._id", -1, &sub);
+        BSON_APPEND_ARRAY(&sub, "$in", &f->ids);
+        bson_append_document_end(&cond, &sub);
+        bson_append_document_end(&and_arr, &cond);
+    }
+    bson_append_array_end(q, &and_arr);
+    return n > 0;
+}
+
+int cg_filter_compile(cg_filter_t *f, char *err, size_t errlen)
+{
+    bson_t q;
+    if (shorthand_query(f, &q)) {
+        f->match = cg_match_compile(&q, "ns/op/id", err, errlen);
+    } else {
+        bson_t empty = BSON_INITIALIZER;
+        f->match = cg_match_compile(&empty, "filter", err, errlen);
+    }
+    bson_destroy(&q);
+    if (!f->match)
+        return -1;
+    if (f->query) {
+        f->match = cg_match_and(f->match, f->query);
+        f->query = NULL;
+    }
+    return 0;
 }
 
 bool cg_filter_match(const cg_filter_t *f, const cg_event_t *ev)
 {
-    return ev->kind == CG_EVENT_CHANGE && ns_match(f, ev) && op_match(f, ev);
+    return ev->kind == CG_EVENT_CHANGE && cg_match_eval(f->match, ev->doc);
+}
+
+const cg_match_t *cg_filter_tree(const cg_filter_t *f)
+{
+    return f->match;
 }

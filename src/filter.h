@@ -1,8 +1,10 @@
-/* filter.h: what a subscriber wants, evaluated on journal events.
+/* filter.h: what a subscriber wants, compiled into one MongoDB query tree.
  *
- * This version knows the `ns` and `op` shorthands; every condition that is
- * set must hold (ns entries are alternatives among themselves, ops too).
- * An empty filter matches every change event. */
+ * The shorthands `ns` (DB or DB.COLL), `op` (operation types) and `id`
+ * (documentKey._id values, Extended JSON) and the `filter` query are ANDed
+ * into a single cg_match_t, evaluated on each change event's BSON. An empty
+ * filter matches every change event. Build it with the add/set calls, then
+ * cg_filter_compile() once; it is immutable afterwards. */
 #ifndef CG_FILTER_H
 #define CG_FILTER_H
 
@@ -10,19 +12,27 @@
 #include <stddef.h>
 
 #include "event.h"
+#include "match.h"
 
 typedef struct cg_filter cg_filter_t;
 
 cg_filter_t *cg_filter_new(void);
 void cg_filter_free(cg_filter_t *f);
 
-/* Adds comma-separated "DB" or "DB.COLL" entries. Returns 0, or -1 with err. */
+/* Each returns 0, or -1 with a message in err naming the parameter. */
 int cg_filter_add_ns(cg_filter_t *f, const char *csv, char *err, size_t errlen);
-/* Adds comma-separated operation types (insert, update, ...). Returns 0 or -1. */
 int cg_filter_add_ops(cg_filter_t *f, const char *csv, char *err, size_t errlen);
+/* One documentKey._id value as Extended JSON (42, "abc", {"$oid": "..."}). */
+int cg_filter_add_id(cg_filter_t *f, const char *json, char *err, size_t errlen);
+/* The `filter` query (Extended JSON object); at most once. */
+int cg_filter_set_query(cg_filter_t *f, const char *json, char *err, size_t errlen);
+/* Builds the match tree. */
+int cg_filter_compile(cg_filter_t *f, char *err, size_t errlen);
 
 /* True when a CHANGE event is wanted. (RESET is for everyone; MARK for no one:
  * the hub decides those, not the filter.) */
 bool cg_filter_match(const cg_filter_t *f, const cg_event_t *ev);
+/* The compiled tree, for the matching index. */
+const cg_match_t *cg_filter_tree(const cg_filter_t *f);
 
 #endif

@@ -24,7 +24,7 @@
 #include "request.h"
 
 #define STREAM_BLOCK_SIZE 8192        /* bytes per content-reader call */
-#define CONNECTION_MEMORY (16 * 1024) /* per-connection pool (libmicrohttpd's default: 32 KiB) */
+#define CONNECTION_MEMORY (16 * 1024) /* per-connection pool (libmicrohttpd default 32 KiB) */
 #define IDLE_TIMEOUT_S 120            /* only for connections that are not suspended */
 
 static const char SSE_PREAMBLE[] = ": changegate\nretry: 3000\n\n";
@@ -45,7 +45,8 @@ typedef struct {
     struct MHD_Connection *conn;
     cg_request_t req;
     cg_sub_t *sub;
-    cg_event_t *cur; /* stream: event being written, and how far */
+    cg_event_t *cur; /* stream: event being written (a reference), its bytes, and how far */
+    const cg_frames_t *cur_frames;
     size_t cur_off;
     const char *lit; /* stream: literal bytes being written (preamble, heartbeat) */
     size_t lit_len, lit_off;
@@ -117,8 +118,8 @@ static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max)
             continue;
         }
         if (c->cur) {
-            const char *bytes = c->req.ndjson ? c->cur->ndjson : c->cur->sse;
-            size_t len = c->req.ndjson ? c->cur->ndjson_len : c->cur->sse_len;
+            const char *bytes = c->req.ndjson ? c->cur_frames->ndjson : c->cur_frames->sse;
+            size_t len = c->req.ndjson ? c->cur_frames->ndjson_len : c->cur_frames->sse_len;
             size_t k = len - c->cur_off < max - n ? len - c->cur_off : max - n;
             memcpy(buf + n, bytes + c->cur_off, k);
             n += k;
@@ -132,9 +133,11 @@ static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max)
         if (c->ending)
             break;
         cg_event_t *ev;
-        switch (cg_hub_next(c->http->hub, c->sub, n == 0, &ev)) {
+        const cg_frames_t *frames;
+        switch (cg_hub_next(c->http->hub, c->sub, n == 0, &ev, &frames)) {
         case CG_NEXT_EVENT:
             c->cur = ev;
+            c->cur_frames = frames;
             c->cur_off = 0;
             continue;
         case CG_NEXT_HEARTBEAT:
@@ -181,7 +184,8 @@ static enum MHD_Result start_stream(conn_ctx_t *c)
  * copy, but libmicrohttpd 0.9.75 copies the iovec array into the small
  * per-connection pool, which a 1,000-event answer does not fit.) */
 typedef struct {
-    cg_event_t **events;
+    cg_event_t **events;        /* references held until the answer is sent */
+    const cg_frames_t **frames; /* their bytes under the poller's projection */
     size_t n;
     char *suffix;
     size_t part, off; /* reader: part 0 is the prefix, 1..n the events, n+1 the suffix */
@@ -195,6 +199,7 @@ static void free_poll_body(void *cls)
     for (size_t i = 0; i < b->n; i++)
         cg_event_unref(b->events[i]);
     bson_free(b->events);
+    bson_free(b->frames);
     bson_free(b->suffix);
     bson_free(b);
 }
@@ -209,8 +214,8 @@ static const char *poll_part(const poll_body_t *b, size_t part, size_t *len, boo
     }
     if (part <= b->n) {
         *comma = part > 1;
-        *len = b->events[part - 1]->json_len;
-        return b->events[part - 1]->json;
+        *len = b->frames[part - 1]->json_len;
+        return b->frames[part - 1]->json;
     }
     *len = strlen(b->suffix);
     return b->suffix;
@@ -243,18 +248,20 @@ static ssize_t poll_body_reader(void *cls, uint64_t pos, char *buf, size_t max)
     return n ? (ssize_t)n : MHD_CONTENT_READER_END_OF_STREAM;
 }
 
-/* Answers {"events":[...],"lastEventId":...}. Takes the references in events. */
-static enum MHD_Result send_poll_answer(conn_ctx_t *c, cg_event_t **events, size_t n,
-                                        const char *last)
+/* Answers {"events":[...],"lastEventId":...}. Takes events (and their
+ * references) and frames. */
+static enum MHD_Result send_poll_answer(conn_ctx_t *c, cg_event_t **events,
+                                        const cg_frames_t **frames, size_t n, const char *last)
 {
     poll_body_t *b = bson_malloc0(sizeof *b);
     b->events = events;
+    b->frames = frames;
     b->n = n;
     b->suffix = last ? bson_strdup_printf("],\"lastEventId\":\"%s\"}", last)
                      : bson_strdup("],\"lastEventId\":null}");
     uint64_t total = sizeof POLL_PREFIX - 1 + strlen(b->suffix) + (n ? n - 1 : 0);
     for (size_t i = 0; i < n; i++)
-        total += events[i]->json_len;
+        total += frames[i]->json_len;
     struct MHD_Response *r = MHD_create_response_from_callback(total, STREAM_BLOCK_SIZE,
                                                                poll_body_reader, b, free_poll_body);
     MHD_add_response_header(r, "Content-Type", "application/json");
@@ -281,36 +288,41 @@ static enum MHD_Result poll_step(conn_ctx_t *c)
 {
     size_t limit = c->req.limit, n = 0;
     cg_event_t **events = bson_malloc(limit * sizeof *events);
+    const cg_frames_t **frames = bson_malloc(limit * sizeof *frames);
+    enum MHD_Result ret;
     for (;;) {
         cg_event_t *ev;
-        cg_next_t rc = cg_hub_next(c->http->hub, c->sub, n == 0, &ev);
+        const cg_frames_t *fr;
+        cg_next_t rc = cg_hub_next(c->http->hub, c->sub, n == 0, &ev, &fr);
         if (rc == CG_NEXT_PARKED) {
-            bson_free(events);
-            return MHD_YES; /* suspended; the handler runs again on wake */
+            ret = MHD_YES; /* suspended; the handler runs again on wake */
+            goto discard;
         }
         if (rc == CG_NEXT_EVENT && ev->kind == CG_EVENT_RESET) {
             if (n == 0) {
-                bson_free(events);
-                enum MHD_Result ret = send_history_lost(c, ev);
+                ret = send_history_lost(c, ev);
                 cg_event_unref(ev);
-                return ret;
+                goto discard;
             }
             /* Answer what came before it; the next poll meets the reset again. */
             cg_event_unref(ev);
             break;
         }
-        if (rc == CG_NEXT_EVENT) {
-            events[n++] = ev;
-            if (n == limit)
-                break;
-            continue;
-        }
-        break; /* EMPTY after some events, TIMEOUT, END */
+        if (rc != CG_NEXT_EVENT)
+            break; /* EMPTY after some events, TIMEOUT, END */
+        events[n] = ev;
+        frames[n++] = fr;
+        if (n == limit)
+            break;
     }
     char *last =
         n ? bson_strdup(events[n - 1]->position) : cg_hub_sub_position(c->http->hub, c->sub);
-    enum MHD_Result ret = send_poll_answer(c, events, n, last);
+    ret = send_poll_answer(c, events, frames, n, last);
     bson_free(last);
+    return ret;
+discard:
+    bson_free(events);
+    bson_free(frames);
     return ret;
 }
 
@@ -412,6 +424,7 @@ static enum MHD_Result begin_request(conn_ctx_t *c, const char *url, const char 
     bool poll = c->req.endpoint == CG_EP_POLL;
     cg_sub_spec_t spec = {
         .filter = cg_request_take_filter(&c->req),
+        .project = cg_request_take_project(&c->req),
         .position = c->req.position,
         .heartbeats = !poll,
         .deadline_ms = poll ? cg_hub_now_ms() + (int64_t)c->req.timeout_s * 1000 : 0,

@@ -11,15 +11,28 @@
 #include "hub.h"
 
 #include <pthread.h>
+
+#include "index.h"
 #include <string.h>
 #include <time.h>
 
+/* A projection shared by every subscriber with the same canonical key. */
+typedef struct shared_project {
+    cg_project_t *project;
+    uint64_t id;
+    size_t refs;
+    struct shared_project *next;
+} shared_project_t;
+
 struct cg_sub {
     cg_filter_t *filter;
+    shared_project_t *project; /* NULL: whole events */
+    cg_index_reg_t *reg;
     const cg_sub_ops_t *ops;
     void *ctx;
     uint64_t cursor;     /* next journal entry to consider */
     bool pending;        /* position not resolved yet (waiting for the watcher to be live) */
+    cg_event_t *reset;   /* a reset to deliver first (the position could not be resolved) */
     char *want_position; /* while pending: where the client asked to resume; NULL = now */
     bool heartbeats;
     int64_t heartbeat_at; /* cg_hub_now_ms() time of the next heartbeat */
@@ -35,6 +48,9 @@ struct cg_hub {
     int64_t heartbeat_ms;
     bool live, stopping;
     cg_sub_t *parked; /* doubly linked, unordered */
+    cg_index_t *index;
+    shared_project_t *projects;
+    uint64_t next_project_id;
 };
 
 int64_t cg_hub_now_ms(void)
@@ -51,6 +67,8 @@ cg_hub_t *cg_hub_new(cg_journal_t *journal, size_t max_subscribers, unsigned hea
     hub->journal = journal;
     hub->max_subscribers = max_subscribers;
     hub->heartbeat_ms = (int64_t)heartbeat_s * 1000;
+    hub->index = cg_index_new();
+    hub->next_project_id = 1;
     return hub;
 }
 
@@ -59,6 +77,7 @@ void cg_hub_free(cg_hub_t *hub)
     if (!hub)
         return;
     cg_journal_free(hub->journal);
+    cg_index_free(hub->index);
     pthread_mutex_destroy(&hub->lock);
     bson_free(hub);
 }
@@ -94,17 +113,33 @@ static void unpark_sub(cg_hub_t *hub, cg_sub_t *sub)
     sub->ops->wake(sub->ctx);
 }
 
+typedef struct {
+    cg_hub_t *hub;
+    cg_event_t *ev;
+} publish_ctx_t;
+
+static void wake_if_wanted(void *sub_ptr, void *arg)
+{
+    cg_sub_t *s = sub_ptr;
+    publish_ctx_t *p = arg;
+    if (s->parked && !s->pending && cg_filter_match(s->filter, p->ev)) {
+        s->cursor = p->ev->seq;
+        unpark_sub(p->hub, s);
+    }
+}
+
 void cg_hub_publish(cg_hub_t *hub, cg_event_t *ev)
 {
     pthread_mutex_lock(&hub->lock);
     cg_journal_append(hub->journal, ev);
-    if (ev->kind != CG_EVENT_MARK) {
+    if (ev->kind == CG_EVENT_CHANGE) {
+        publish_ctx_t p = {hub, ev};
+        cg_index_candidates(hub->index, ev->doc, wake_if_wanted, &p);
+    } else if (ev->kind == CG_EVENT_RESET) {
         cg_sub_t *next;
         for (cg_sub_t *s = hub->parked; s; s = next) {
             next = s->next;
-            if (s->pending)
-                continue;
-            if (ev->kind == CG_EVENT_RESET || cg_filter_match(s->filter, ev)) {
+            if (!s->pending) {
                 s->cursor = ev->seq;
                 unpark_sub(hub, s);
             }
@@ -162,6 +197,43 @@ char *cg_hub_last_position(cg_hub_t *hub)
     return copy;
 }
 
+static cg_event_t *resolve_position(cg_hub_t *hub, cg_sub_t *sub);
+
+/* Takes project; returns the shared copy with its key (or NULL). Locked. */
+static shared_project_t *share_project(cg_hub_t *hub, cg_project_t *project)
+{
+    if (!project)
+        return NULL;
+    for (shared_project_t *p = hub->projects; p; p = p->next) {
+        if (strcmp(cg_project_key(p->project), cg_project_key(project)) == 0) {
+            cg_project_free(project);
+            p->refs++;
+            return p;
+        }
+    }
+    shared_project_t *p = bson_malloc0(sizeof *p);
+    p->project = project;
+    p->id = hub->next_project_id++;
+    p->refs = 1;
+    p->next = hub->projects;
+    hub->projects = p;
+    return p;
+}
+
+static void release_project(cg_hub_t *hub, shared_project_t *sp)
+{
+    if (!sp || --sp->refs > 0)
+        return;
+    for (shared_project_t **p = &hub->projects; *p; p = &(*p)->next) {
+        if (*p == sp) {
+            *p = sp->next;
+            break;
+        }
+    }
+    cg_project_free(sp->project);
+    bson_free(sp);
+}
+
 cg_hub_rc_t cg_hub_subscribe(cg_hub_t *hub, const cg_sub_spec_t *spec, cg_sub_t **out)
 {
     *out = NULL;
@@ -174,6 +246,7 @@ cg_hub_rc_t cg_hub_subscribe(cg_hub_t *hub, const cg_sub_spec_t *spec, cg_sub_t 
     pthread_mutex_unlock(&hub->lock);
     if (rc != CG_HUB_OK) {
         cg_filter_free(spec->filter);
+        cg_project_free(spec->project);
         return rc;
     }
     cg_sub_t *sub = bson_malloc0(sizeof *sub);
@@ -185,6 +258,12 @@ cg_hub_rc_t cg_hub_subscribe(cg_hub_t *hub, const cg_sub_spec_t *spec, cg_sub_t 
     sub->heartbeats = spec->heartbeats && hub->heartbeat_ms > 0;
     sub->heartbeat_at = cg_hub_now_ms() + hub->heartbeat_ms;
     sub->deadline_ms = spec->deadline_ms;
+    pthread_mutex_lock(&hub->lock);
+    sub->project = share_project(hub, spec->project);
+    sub->reg = cg_index_add(hub->index, sub, cg_filter_tree(sub->filter));
+    if (hub->live) /* "now" is the moment of subscribing, not of the first read */
+        sub->reset = resolve_position(hub, sub);
+    pthread_mutex_unlock(&hub->lock);
     *out = sub;
     return CG_HUB_OK;
 }
@@ -196,9 +275,12 @@ void cg_hub_unsubscribe(cg_hub_t *hub, cg_sub_t *sub)
     pthread_mutex_lock(&hub->lock);
     if (sub->parked) /* cannot normally happen: front ends end parked streams first */
         unlink_parked(hub, sub);
+    cg_index_remove(hub->index, sub->reg);
+    release_project(hub, sub->project);
     hub->n_subscribers--;
     pthread_mutex_unlock(&hub->lock);
     cg_filter_free(sub->filter);
+    cg_event_unref(sub->reset);
     bson_free(sub->want_position);
     bson_free(sub);
 }
@@ -226,9 +308,11 @@ static cg_event_t *resolve_position(cg_hub_t *hub, cg_sub_t *sub)
     return reset;
 }
 
-cg_next_t cg_hub_next(cg_hub_t *hub, cg_sub_t *sub, bool park, cg_event_t **ev)
+cg_next_t cg_hub_next(cg_hub_t *hub, cg_sub_t *sub, bool park, cg_event_t **ev,
+                      const cg_frames_t **frames)
 {
     *ev = NULL;
+    *frames = NULL;
     cg_next_t rc;
     int64_t now = cg_hub_now_ms();
     pthread_mutex_lock(&hub->lock);
@@ -236,7 +320,11 @@ cg_next_t cg_hub_next(cg_hub_t *hub, cg_sub_t *sub, bool park, cg_event_t **ev)
         rc = CG_NEXT_END;
         goto out;
     }
-    if (sub->pending && hub->live && (*ev = resolve_position(hub, sub))) {
+    if (sub->pending && hub->live)
+        sub->reset = resolve_position(hub, sub);
+    if (sub->reset) {
+        *ev = sub->reset;
+        sub->reset = NULL;
         rc = CG_NEXT_EVENT;
         goto delivered;
     }
@@ -272,6 +360,9 @@ cg_next_t cg_hub_next(cg_hub_t *hub, cg_sub_t *sub, bool park, cg_event_t **ev)
     }
     goto out;
 delivered:
+    if (*ev) /* made once per (event, projection), under the lock */
+        *frames = cg_event_frames(*ev, sub->project ? sub->project->project : NULL,
+                                  sub->project ? sub->project->id : 0);
     sub->heartbeat_at = now + hub->heartbeat_ms;
 out:
     pthread_mutex_unlock(&hub->lock);
@@ -312,6 +403,14 @@ void cg_hub_stop(cg_hub_t *hub)
     hub->stopping = true;
     while (hub->parked)
         unpark_sub(hub, hub->parked);
+    pthread_mutex_unlock(&hub->lock);
+}
+
+void cg_hub_index_counts(cg_hub_t *hub, size_t *indexed, size_t *scanned)
+{
+    pthread_mutex_lock(&hub->lock);
+    *indexed = cg_index_indexed_count(hub->index);
+    *scanned = cg_index_scanned_count(hub->index);
     pthread_mutex_unlock(&hub->lock);
 }
 

@@ -8,8 +8,11 @@
  * them onto libmicrohttpd's suspend and resume.
  *
  * A parked subscriber is not scanned again until something it wants arrives:
- * cg_hub_publish() tests each new event against parked subscribers' filters
- * and wakes only those it matches. */
+ * cg_hub_publish() asks the matching index (index.c) which subscribers could
+ * want a new event, evaluates their filters, and wakes only those it matches.
+ *
+ * Subscribers with equal `fields` share one projection, so an event is
+ * serialized once per distinct projection (cached on the event). */
 #ifndef CG_HUB_H
 #define CG_HUB_H
 
@@ -20,6 +23,7 @@
 #include "event.h"
 #include "filter.h"
 #include "journal.h"
+#include "project.h"
 
 typedef struct cg_hub cg_hub_t;
 typedef struct cg_sub cg_sub_t;
@@ -33,10 +37,11 @@ typedef struct cg_sub_ops {
 } cg_sub_ops_t;
 
 typedef struct cg_sub_spec {
-    cg_filter_t *filter;  /* stolen by cg_hub_subscribe, whatever its result */
-    const char *position; /* resume strictly after it; NULL: from now. Copied. */
-    bool heartbeats;      /* wake the subscriber when idle for the heartbeat interval */
-    int64_t deadline_ms;  /* cg_hub_now_ms() time at which to give up; 0: never */
+    cg_filter_t *filter;   /* compiled; stolen by cg_hub_subscribe, whatever its result */
+    cg_project_t *project; /* NULL: whole events; stolen likewise */
+    const char *position;  /* resume strictly after it; NULL: from now. Copied. */
+    bool heartbeats;       /* wake the subscriber when idle for the heartbeat interval */
+    int64_t deadline_ms;   /* cg_hub_now_ms() time at which to give up; 0: never */
     const cg_sub_ops_t *ops;
     void *ctx;
 } cg_sub_spec_t;
@@ -73,7 +78,10 @@ char *cg_hub_last_position(cg_hub_t *hub);
 /* Front-end side. */
 cg_hub_rc_t cg_hub_subscribe(cg_hub_t *hub, const cg_sub_spec_t *spec, cg_sub_t **out);
 void cg_hub_unsubscribe(cg_hub_t *hub, cg_sub_t *sub);
-cg_next_t cg_hub_next(cg_hub_t *hub, cg_sub_t *sub, bool park, cg_event_t **ev);
+/* On CG_NEXT_EVENT, *frames are the bytes to send for *ev under this
+ * subscriber's projection (valid while the caller holds *ev). */
+cg_next_t cg_hub_next(cg_hub_t *hub, cg_sub_t *sub, bool park, cg_event_t **ev,
+                      const cg_frames_t **frames);
 /* Where this subscriber would resume from now: a new string, or NULL when no
  * position is known yet. */
 char *cg_hub_sub_position(cg_hub_t *hub, cg_sub_t *sub);
@@ -85,5 +93,7 @@ void cg_hub_tick(cg_hub_t *hub);
  * returns CG_NEXT_END. */
 void cg_hub_stop(cg_hub_t *hub);
 size_t cg_hub_subscriber_count(cg_hub_t *hub);
+/* How many subscribers the index finds by look-up, and how many it scans. */
+void cg_hub_index_counts(cg_hub_t *hub, size_t *indexed, size_t *scanned);
 
 #endif

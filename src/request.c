@@ -76,7 +76,7 @@ static int once(cg_request_t *req, bool *seen, const char *name)
 
 int cg_request_param(cg_request_t *req, const char *name, const char *value)
 {
-    char err[400];
+    char err[512];
     value = value ? value : "";
     if (strcmp(name, "ns") == 0) {
         if (cg_filter_add_ns(req->filter, value, err, sizeof err) != 0)
@@ -84,11 +84,18 @@ int cg_request_param(cg_request_t *req, const char *name, const char *value)
     } else if (strcmp(name, "op") == 0) {
         if (cg_filter_add_ops(req->filter, value, err, sizeof err) != 0)
             return cg_request_fail(req, 400, "invalid_parameter", "%s", err);
-    } else if (strcmp(name, "filter") == 0 || strcmp(name, "fields") == 0) {
-        return cg_request_fail(req, 400, "not_supported",
-                               "the %s parameter is not supported by this version of changegate "
-                               "yet; use ns and op",
-                               name);
+    } else if (strcmp(name, "id") == 0) {
+        if (cg_filter_add_id(req->filter, value, err, sizeof err) != 0)
+            return cg_request_fail(req, 400, "invalid_parameter", "%s", err);
+    } else if (strcmp(name, "filter") == 0) {
+        if (cg_filter_set_query(req->filter, value, err, sizeof err) != 0)
+            return cg_request_fail(req, 400, "invalid_filter", "%s", err);
+    } else if (strcmp(name, "fields") == 0) {
+        if (once(req, &req->seen_fields, name) != 0)
+            return -1;
+        req->project = cg_project_new(value, err, sizeof err);
+        if (!req->project)
+            return cg_request_fail(req, 400, "invalid_parameter", "%s", err);
     } else if (strcmp(name, "lastEventId") == 0) {
         if (once(req, &req->seen_position, name) != 0)
             return -1;
@@ -148,6 +155,9 @@ int cg_request_finish(cg_request_t *req, const char *last_event_id, const char *
     if (req->endpoint == CG_EP_EVENTS && !req->seen_format && accept &&
         strstr(accept, "application/x-ndjson"))
         req->ndjson = true;
+    char err[512];
+    if (cg_filter_compile(req->filter, err, sizeof err) != 0)
+        return cg_request_fail(req, 400, "invalid_filter", "%s", err);
     return 0;
 }
 
@@ -157,6 +167,13 @@ char *cg_request_error_json(const cg_request_t *req)
     char *text = json_dumps(body, JSON_COMPACT);
     json_decref(body);
     return text;
+}
+
+cg_project_t *cg_request_take_project(cg_request_t *req)
+{
+    cg_project_t *p = req->project;
+    req->project = NULL;
+    return p;
 }
 
 cg_filter_t *cg_request_take_filter(cg_request_t *req)
@@ -169,6 +186,8 @@ cg_filter_t *cg_request_take_filter(cg_request_t *req)
 void cg_request_clear(cg_request_t *req)
 {
     cg_filter_free(req->filter);
+    cg_project_free(req->project);
+    req->project = NULL;
     bson_free(req->position);
     bson_free(req->param_position);
     req->filter = NULL;

@@ -11,6 +11,7 @@
 #include <stddef.h>
 
 #include "filter.h"
+#include "project.h"
 
 typedef enum {
     CG_EP_EVENTS = 1, /* GET /events: SSE or NDJSON */
@@ -25,8 +26,9 @@ typedef enum {
 
 typedef struct cg_request {
     cg_endpoint_t endpoint;
-    cg_filter_t *filter; /* owned; take it with cg_request_take_filter() */
-    char *position;      /* where to resume after (header wins over parameter); NULL: now */
+    cg_filter_t *filter;   /* owned; compiled by cg_request_finish(); take with _take_filter() */
+    cg_project_t *project; /* `fields`, or NULL; take with cg_request_take_project() */
+    char *position;        /* where to resume after (header wins over parameter); NULL: now */
     bool ndjson;
     unsigned timeout_s, limit;
 
@@ -37,7 +39,7 @@ typedef struct cg_request {
 
     /* internal */
     char *param_position;
-    bool seen_format, seen_timeout, seen_limit, seen_position;
+    bool seen_format, seen_timeout, seen_limit, seen_position, seen_fields;
 } cg_request_t;
 
 /* Routes method and path. Returns 0, or -1 with the error set (404/405). */
@@ -45,7 +47,7 @@ int cg_request_init(cg_request_t *req, const char *method, const char *path);
 /* Each query parameter in turn (repeats allowed for ns). 0, or -1 with error. */
 int cg_request_param(cg_request_t *req, const char *name, const char *value);
 /* Call once with the headers' values (NULL when absent), after all parameters.
- * Validates the position. 0, or -1 with error. */
+ * Validates the position and compiles the filter. 0, or -1 with error. */
 int cg_request_finish(cg_request_t *req, const char *last_event_id, const char *accept);
 /* Sets an error (status, code, printf-style message); returns -1. */
 int cg_request_fail(cg_request_t *req, int status, const char *code, const char *fmt, ...)
@@ -53,6 +55,7 @@ int cg_request_fail(cg_request_t *req, int status, const char *code, const char 
 /* The error body {"error":...,"message":...}, a new string (free()). */
 char *cg_request_error_json(const cg_request_t *req);
 cg_filter_t *cg_request_take_filter(cg_request_t *req);
+cg_project_t *cg_request_take_project(cg_request_t *req);
 void cg_request_clear(cg_request_t *req);
 
 #endif

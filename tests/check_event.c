@@ -32,14 +32,14 @@ START_TEST(sse_frame_is_id_then_one_data_line)
     ck_assert_str_eq(ev->db, "shop");
     ck_assert_str_eq(ev->coll, "orders");
     ck_assert_int_eq(ev->cluster_time, 1700000000);
-    ck_assert_uint_eq(ev->sse_len, strlen(ev->sse));
-    ck_assert(strncmp(ev->sse, "id: 82AB01\ndata: ", 17) == 0);
+    ck_assert_uint_eq(ev->frames.sse_len, strlen(ev->frames.sse));
+    ck_assert(strncmp(ev->frames.sse, "id: 82AB01\ndata: ", 17) == 0);
     /* exactly two newlines inside: after id, and the blank line at the end */
-    ck_assert(strcmp(ev->sse + ev->sse_len - 2, "\n\n") == 0);
-    ck_assert_ptr_eq(strchr(ev->sse + 17, '\n'), ev->sse + ev->sse_len - 2);
+    ck_assert(strcmp(ev->frames.sse + ev->frames.sse_len - 2, "\n\n") == 0);
+    ck_assert_ptr_eq(strchr(ev->frames.sse + 17, '\n'), ev->frames.sse + ev->frames.sse_len - 2);
     /* the data line is the relaxed Extended JSON of the event */
     json_error_t je;
-    json_t *data = json_loadb(ev->sse + 17, ev->sse_len - 19, 0, &je);
+    json_t *data = json_loadb(ev->frames.sse + 17, ev->frames.sse_len - 19, 0, &je);
     ck_assert_msg(data != NULL, "%s", je.text);
     ck_assert_str_eq(
         json_string_value(json_object_get(json_object_get(data, "fullDocument"), "note")),
@@ -57,11 +57,11 @@ START_TEST(ndjson_line_wraps_id_and_event)
     bson_t *b = change(INSERT);
     char err[128];
     cg_event_t *ev = cg_event_new_change(b, err, sizeof err);
-    ck_assert_uint_eq(ev->ndjson_len, strlen(ev->ndjson));
-    ck_assert_int_eq(ev->ndjson[ev->ndjson_len - 1], '\n');
-    ck_assert_ptr_eq(strchr(ev->ndjson, '\n'), ev->ndjson + ev->ndjson_len - 1);
+    ck_assert_uint_eq(ev->frames.ndjson_len, strlen(ev->frames.ndjson));
+    ck_assert_int_eq(ev->frames.ndjson[ev->frames.ndjson_len - 1], '\n');
+    ck_assert_ptr_eq(strchr(ev->frames.ndjson, '\n'), ev->frames.ndjson + ev->frames.ndjson_len - 1);
     json_error_t je;
-    json_t *line = json_loads(ev->ndjson, 0, &je);
+    json_t *line = json_loads(ev->frames.ndjson, 0, &je);
     ck_assert_ptr_nonnull(line);
     ck_assert_str_eq(json_string_value(json_object_get(line, "id")), "82AB01");
     ck_assert_str_eq(
@@ -76,13 +76,13 @@ END_TEST
 START_TEST(reset_is_a_named_event_that_moves_the_id)
 {
     cg_event_t *ev = cg_event_new_reset("82FF", "history_lost");
-    ck_assert_str_eq(ev->sse, "event: reset\nid: 82FF\ndata: "
+    ck_assert_str_eq(ev->frames.sse, "event: reset\nid: 82FF\ndata: "
                               "{\"reason\":\"history_lost\",\"lastEventId\":\"82FF\"}\n\n");
-    ck_assert_str_eq(ev->ndjson,
+    ck_assert_str_eq(ev->frames.ndjson,
                      "{\"reset\":{\"reason\":\"history_lost\",\"lastEventId\":\"82FF\"}}\n");
     cg_event_unref(ev);
     ev = cg_event_new_reset(NULL, "history_lost");
-    ck_assert_str_eq(ev->sse,
+    ck_assert_str_eq(ev->frames.sse,
                      "event: reset\ndata: {\"reason\":\"history_lost\",\"lastEventId\":null}\n\n");
     cg_event_unref(ev);
 }

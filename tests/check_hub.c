@@ -32,6 +32,15 @@ static void fake_wake(void *ctx)
 static const cg_sub_ops_t fake_ops = {fake_park, fake_wake};
 
 static cg_hub_t *hub;
+static const cg_frames_t *fr; /* frames out-parameter, unused by most tests */
+
+static cg_filter_t *match_all(void)
+{
+    cg_filter_t *f = cg_filter_new();
+    char err[256];
+    ck_assert_int_eq(cg_filter_compile(f, err, sizeof err), 0);
+    return f;
+}
 
 static void setup(void)
 {
@@ -51,10 +60,40 @@ static cg_sub_t *subscribe(fake_conn_t *conn, const char *position, const char *
         ck_assert_int_eq(cg_filter_add_ns(f, ns, err, sizeof err), 0);
     if (op)
         ck_assert_int_eq(cg_filter_add_ops(f, op, err, sizeof err), 0);
+    ck_assert_int_eq(cg_filter_compile(f, err, sizeof err), 0);
     cg_sub_spec_t spec = {.filter = f, .position = position, .ops = &fake_ops, .ctx = conn};
     cg_sub_t *sub;
     ck_assert_int_eq(cg_hub_subscribe(hub, &spec, &sub), CG_HUB_OK);
     return sub;
+}
+
+static cg_sub_t *subscribe_q(fake_conn_t *conn, const char *query, const char *fields)
+{
+    cg_filter_t *f = cg_filter_new();
+    char err[256];
+    if (query)
+        ck_assert_int_eq(cg_filter_set_query(f, query, err, sizeof err), 0);
+    ck_assert_int_eq(cg_filter_compile(f, err, sizeof err), 0);
+    cg_project_t *p = NULL;
+    if (fields)
+        ck_assert_ptr_nonnull(p = cg_project_new(fields, err, sizeof err));
+    cg_sub_spec_t spec = {.filter = f, .project = p, .ops = &fake_ops, .ctx = conn};
+    cg_sub_t *sub;
+    ck_assert_int_eq(cg_hub_subscribe(hub, &spec, &sub), CG_HUB_OK);
+    return sub;
+}
+
+static void publish_owner(unsigned n, const char *owner)
+{
+    char pos[16];
+    test_pos(pos, sizeof pos, n);
+    bson_t *b = BCON_NEW("_id", "{", "_data", BCON_UTF8(pos), "}", "operationType", "insert", "ns",
+                         "{", "db", "db", "coll", "c", "}", "fullDocument", "{", "owner",
+                         BCON_UTF8(owner), "qty", BCON_INT32(1), "}");
+    char err[128];
+    cg_event_t *ev = cg_event_new_change(b, err, sizeof err);
+    bson_destroy(b);
+    cg_hub_publish(hub, ev);
 }
 
 static void publish_n(unsigned n, const char *op, const char *coll)
@@ -68,7 +107,7 @@ static void publish_n(unsigned n, const char *op, const char *coll)
 static void expect_event(cg_sub_t *sub, unsigned n)
 {
     cg_event_t *ev;
-    ck_assert_int_eq(cg_hub_next(hub, sub, true, &ev), CG_NEXT_EVENT);
+    ck_assert_int_eq(cg_hub_next(hub, sub, true, &ev, &fr), CG_NEXT_EVENT);
     char pos[16];
     test_pos(pos, sizeof pos, n);
     ck_assert_str_eq(ev->position, pos);
@@ -88,14 +127,14 @@ START_TEST(a_new_subscriber_waits_for_the_next_event_and_is_woken_once)
     fake_conn_t conn = {0};
     cg_sub_t *sub = subscribe(&conn, NULL, NULL, NULL);
     cg_event_t *ev;
-    ck_assert_int_eq(cg_hub_next(hub, sub, true, &ev), CG_NEXT_PARKED);
+    ck_assert_int_eq(cg_hub_next(hub, sub, true, &ev, &fr), CG_NEXT_PARKED);
     ck_assert(conn.suspended);
     publish_n(2, "insert", "c");
     publish_n(3, "insert", "c");
     ck_assert_int_eq(conn.wakes, 1);
     expect_event(sub, 2);
     expect_event(sub, 3);
-    ck_assert_int_eq(cg_hub_next(hub, sub, false, &ev), CG_NEXT_EMPTY);
+    ck_assert_int_eq(cg_hub_next(hub, sub, false, &ev, &fr), CG_NEXT_EMPTY);
     cg_hub_unsubscribe(hub, sub);
 }
 END_TEST
@@ -111,7 +150,7 @@ START_TEST(resume_after_a_position_gives_exactly_the_rest)
     expect_event(sub, 4);
     expect_event(sub, 5);
     cg_event_t *ev;
-    ck_assert_int_eq(cg_hub_next(hub, sub, true, &ev), CG_NEXT_PARKED);
+    ck_assert_int_eq(cg_hub_next(hub, sub, true, &ev, &fr), CG_NEXT_PARKED);
     char *pos = cg_hub_sub_position(hub, sub);
     ck_assert_str_eq(pos, "8200000005");
     bson_free(pos);
@@ -126,12 +165,12 @@ START_TEST(an_unknown_position_gets_a_reset_then_continues_from_now)
     fake_conn_t conn = {0};
     cg_sub_t *sub = subscribe(&conn, "8299999999", NULL, NULL);
     cg_event_t *ev;
-    ck_assert_int_eq(cg_hub_next(hub, sub, true, &ev), CG_NEXT_EVENT);
+    ck_assert_int_eq(cg_hub_next(hub, sub, true, &ev, &fr), CG_NEXT_EVENT);
     ck_assert_int_eq(ev->kind, CG_EVENT_RESET);
     ck_assert_str_eq(ev->reason, "position_not_in_journal");
     ck_assert_str_eq(ev->position, "8200000001");
     cg_event_unref(ev);
-    ck_assert_int_eq(cg_hub_next(hub, sub, true, &ev), CG_NEXT_PARKED);
+    ck_assert_int_eq(cg_hub_next(hub, sub, true, &ev, &fr), CG_NEXT_PARKED);
     publish_n(2, "insert", "c");
     expect_event(sub, 2);
     cg_hub_unsubscribe(hub, sub);
@@ -144,7 +183,7 @@ START_TEST(positions_wait_until_the_watcher_is_live)
     fake_conn_t conn = {0};
     cg_sub_t *sub = subscribe(&conn, "8200000002", NULL, NULL);
     cg_event_t *ev;
-    ck_assert_int_eq(cg_hub_next(hub, sub, true, &ev), CG_NEXT_PARKED);
+    ck_assert_int_eq(cg_hub_next(hub, sub, true, &ev, &fr), CG_NEXT_PARKED);
     cg_hub_publish(hub, cg_event_new_mark("8200000000"));
     publish_n(1, "insert", "c");
     publish_n(2, "insert", "c");
@@ -164,8 +203,8 @@ START_TEST(filters_decide_who_is_woken_and_what_is_delivered)
     cg_sub_t *orders = subscribe(&a, NULL, "db.orders", NULL);
     cg_sub_t *deletes = subscribe(&b, NULL, NULL, "delete");
     cg_event_t *ev;
-    ck_assert_int_eq(cg_hub_next(hub, orders, true, &ev), CG_NEXT_PARKED);
-    ck_assert_int_eq(cg_hub_next(hub, deletes, true, &ev), CG_NEXT_PARKED);
+    ck_assert_int_eq(cg_hub_next(hub, orders, true, &ev, &fr), CG_NEXT_PARKED);
+    ck_assert_int_eq(cg_hub_next(hub, deletes, true, &ev, &fr), CG_NEXT_PARKED);
     publish_n(1, "insert", "users");
     ck_assert_int_eq(a.wakes + b.wakes, 0);
     publish_n(2, "insert", "orders");
@@ -175,7 +214,7 @@ START_TEST(filters_decide_who_is_woken_and_what_is_delivered)
     ck_assert_int_eq(b.wakes, 1);
     expect_event(orders, 2);
     expect_event(deletes, 3);
-    ck_assert_int_eq(cg_hub_next(hub, orders, false, &ev), CG_NEXT_EMPTY);
+    ck_assert_int_eq(cg_hub_next(hub, orders, false, &ev, &fr), CG_NEXT_EMPTY);
     cg_hub_unsubscribe(hub, orders);
     cg_hub_unsubscribe(hub, deletes);
 }
@@ -187,7 +226,7 @@ START_TEST(a_quiet_filtered_subscriber_does_not_fall_out_of_the_journal)
     fake_conn_t conn = {0};
     cg_sub_t *sub = subscribe(&conn, NULL, "db.rare", NULL);
     cg_event_t *ev;
-    ck_assert_int_eq(cg_hub_next(hub, sub, true, &ev), CG_NEXT_PARKED);
+    ck_assert_int_eq(cg_hub_next(hub, sub, true, &ev, &fr), CG_NEXT_PARKED);
     for (unsigned i = 1; i <= 30; i++) /* journal holds 8 */
         publish_n(i, "insert", "busy");
     publish_n(31, "insert", "rare");
@@ -202,10 +241,10 @@ START_TEST(a_reader_that_falls_behind_gets_a_reset)
     fake_conn_t conn = {0};
     cg_sub_t *sub = subscribe(&conn, NULL, NULL, NULL);
     cg_event_t *ev;
-    ck_assert_int_eq(cg_hub_next(hub, sub, true, &ev), CG_NEXT_PARKED);
+    ck_assert_int_eq(cg_hub_next(hub, sub, true, &ev, &fr), CG_NEXT_PARKED);
     for (unsigned i = 1; i <= 20; i++)
         publish_n(i, "insert", "c");
-    ck_assert_int_eq(cg_hub_next(hub, sub, true, &ev), CG_NEXT_EVENT);
+    ck_assert_int_eq(cg_hub_next(hub, sub, true, &ev, &fr), CG_NEXT_EVENT);
     ck_assert_int_eq(ev->kind, CG_EVENT_RESET);
     ck_assert_str_eq(ev->reason, "too_slow");
     ck_assert_str_eq(ev->position, "8200000014");
@@ -220,10 +259,10 @@ START_TEST(resets_in_the_journal_reach_everyone)
     fake_conn_t conn = {0};
     cg_sub_t *sub = subscribe(&conn, NULL, "db.only", NULL);
     cg_event_t *ev;
-    ck_assert_int_eq(cg_hub_next(hub, sub, true, &ev), CG_NEXT_PARKED);
+    ck_assert_int_eq(cg_hub_next(hub, sub, true, &ev, &fr), CG_NEXT_PARKED);
     cg_hub_publish(hub, cg_event_new_reset("82000000AA", "history_lost"));
     ck_assert_int_eq(conn.wakes, 1);
-    ck_assert_int_eq(cg_hub_next(hub, sub, true, &ev), CG_NEXT_EVENT);
+    ck_assert_int_eq(cg_hub_next(hub, sub, true, &ev, &fr), CG_NEXT_EVENT);
     ck_assert_int_eq(ev->kind, CG_EVENT_RESET);
     cg_event_unref(ev);
     cg_hub_unsubscribe(hub, sub);
@@ -237,20 +276,20 @@ START_TEST(subscribers_are_bounded_and_stop_wakes_everyone)
     cg_sub_t *subs[3];
     for (int i = 0; i < 3; i++)
         subs[i] = subscribe(&c[i], NULL, NULL, NULL);
-    cg_sub_spec_t spec = {.filter = cg_filter_new(), .ops = &fake_ops, .ctx = &c[3]};
+    cg_sub_spec_t spec = {.filter = match_all(), .ops = &fake_ops, .ctx = &c[3]};
     cg_sub_t *extra;
     ck_assert_int_eq(cg_hub_subscribe(hub, &spec, &extra), CG_HUB_FULL);
     ck_assert_uint_eq(cg_hub_subscriber_count(hub), 3);
     cg_event_t *ev;
     for (int i = 0; i < 3; i++)
-        ck_assert_int_eq(cg_hub_next(hub, subs[i], true, &ev), CG_NEXT_PARKED);
+        ck_assert_int_eq(cg_hub_next(hub, subs[i], true, &ev, &fr), CG_NEXT_PARKED);
     cg_hub_stop(hub);
     for (int i = 0; i < 3; i++) {
         ck_assert_int_eq(c[i].wakes, 1);
-        ck_assert_int_eq(cg_hub_next(hub, subs[i], true, &ev), CG_NEXT_END);
+        ck_assert_int_eq(cg_hub_next(hub, subs[i], true, &ev, &fr), CG_NEXT_END);
         cg_hub_unsubscribe(hub, subs[i]);
     }
-    spec.filter = cg_filter_new();
+    spec.filter = match_all();
     ck_assert_int_eq(cg_hub_subscribe(hub, &spec, &extra), CG_HUB_STOPPING);
 }
 END_TEST
@@ -261,18 +300,18 @@ START_TEST(deadlines_and_heartbeats_wake_parked_subscribers)
     hub = cg_hub_new(cg_journal_new(8), 10, 1);
     go_live();
     fake_conn_t poller = {0}, stream = {0};
-    cg_sub_spec_t spec = {.filter = cg_filter_new(),
+    cg_sub_spec_t spec = {.filter = match_all(),
                           .deadline_ms = cg_hub_now_ms() - 1,
                           .ops = &fake_ops,
                           .ctx = &poller};
     cg_sub_t *p, *s;
     ck_assert_int_eq(cg_hub_subscribe(hub, &spec, &p), CG_HUB_OK);
     cg_event_t *ev;
-    ck_assert_int_eq(cg_hub_next(hub, p, true, &ev), CG_NEXT_TIMEOUT);
+    ck_assert_int_eq(cg_hub_next(hub, p, true, &ev, &fr), CG_NEXT_TIMEOUT);
     spec = (cg_sub_spec_t){
-        .filter = cg_filter_new(), .heartbeats = true, .ops = &fake_ops, .ctx = &stream};
+        .filter = match_all(), .heartbeats = true, .ops = &fake_ops, .ctx = &stream};
     ck_assert_int_eq(cg_hub_subscribe(hub, &spec, &s), CG_HUB_OK);
-    ck_assert_int_eq(cg_hub_next(hub, s, true, &ev), CG_NEXT_PARKED);
+    ck_assert_int_eq(cg_hub_next(hub, s, true, &ev, &fr), CG_NEXT_PARKED);
     cg_hub_tick(hub); /* not due yet */
     ck_assert_int_eq(stream.wakes, 0);
     for (int i = 0; i < 100 && stream.wakes == 0; i++) { /* up to 5 s */
@@ -281,10 +320,70 @@ START_TEST(deadlines_and_heartbeats_wake_parked_subscribers)
         cg_hub_tick(hub);
     }
     ck_assert_int_eq(stream.wakes, 1);
-    ck_assert_int_eq(cg_hub_next(hub, s, true, &ev), CG_NEXT_HEARTBEAT);
-    ck_assert_int_eq(cg_hub_next(hub, s, true, &ev), CG_NEXT_PARKED);
+    ck_assert_int_eq(cg_hub_next(hub, s, true, &ev, &fr), CG_NEXT_HEARTBEAT);
+    ck_assert_int_eq(cg_hub_next(hub, s, true, &ev, &fr), CG_NEXT_PARKED);
     cg_hub_unsubscribe(hub, p);
     cg_hub_unsubscribe(hub, s);
+}
+END_TEST
+
+START_TEST(the_index_wakes_only_the_subscribers_an_event_matches)
+{
+    cg_hub_free(hub);
+    hub = cg_hub_new(cg_journal_new(64), 100, 15);
+    go_live();
+    enum { N = 20 };
+    fake_conn_t conn[N] = {{0}};
+    cg_sub_t *subs[N];
+    char q[64];
+    cg_event_t *ev;
+    for (int i = 0; i < N; i++) {
+        snprintf(q, sizeof q, "{\"fullDocument.owner\": \"u%d\"}", i);
+        subs[i] = subscribe_q(&conn[i], q, NULL);
+        ck_assert_int_eq(cg_hub_next(hub, subs[i], true, &ev, &fr), CG_NEXT_PARKED);
+    }
+    size_t indexed, scanned;
+    cg_hub_index_counts(hub, &indexed, &scanned);
+    ck_assert_uint_eq(indexed, N);
+    ck_assert_uint_eq(scanned, 0);
+    publish_owner(1, "u7");
+    publish_owner(2, "nobody");
+    for (int i = 0; i < N; i++)
+        ck_assert_int_eq(conn[i].wakes, i == 7 ? 1 : 0);
+    expect_event(subs[7], 1);
+    for (int i = 0; i < N; i++)
+        cg_hub_unsubscribe(hub, subs[i]);
+    cg_hub_index_counts(hub, &indexed, &scanned);
+    ck_assert_uint_eq(indexed + scanned, 0);
+}
+END_TEST
+
+START_TEST(equal_projections_share_frames_made_once)
+{
+    go_live();
+    fake_conn_t a = {0}, b = {0}, c = {0};
+    cg_sub_t *sa = subscribe_q(&a, NULL, "fullDocument.qty,fullDocument.owner");
+    cg_sub_t *sb = subscribe_q(&b, NULL, "fullDocument.owner,fullDocument.qty");
+    cg_sub_t *sc = subscribe_q(&c, NULL, NULL);
+    cg_event_t *ev;
+    const cg_frames_t *fa, *fb, *fc;
+    ck_assert_int_eq(cg_hub_next(hub, sa, true, &ev, &fa), CG_NEXT_PARKED);
+    publish_owner(1, "ann");
+    ck_assert_int_eq(cg_hub_next(hub, sa, true, &ev, &fa), CG_NEXT_EVENT);
+    cg_event_unref(ev);
+    ck_assert_int_eq(cg_hub_next(hub, sb, true, &ev, &fb), CG_NEXT_EVENT);
+    ck_assert_ptr_eq(fa, fb); /* the same bytes, serialized once */
+    ck_assert_ptr_ne(fa, &ev->frames);
+    ck_assert_ptr_null(strstr(fa->json, "\"qty\" : 1, \"owner\"")); /* document order */
+    ck_assert_ptr_nonnull(
+        strstr(fa->json, "\"fullDocument\" : { \"owner\" : \"ann\", \"qty\" : 1 }"));
+    cg_event_unref(ev);
+    ck_assert_int_eq(cg_hub_next(hub, sc, true, &ev, &fc), CG_NEXT_EVENT);
+    ck_assert_ptr_eq(fc, &ev->frames);
+    cg_event_unref(ev);
+    cg_hub_unsubscribe(hub, sa);
+    cg_hub_unsubscribe(hub, sb);
+    cg_hub_unsubscribe(hub, sc);
 }
 END_TEST
 
@@ -303,6 +402,8 @@ int main(void)
     tcase_add_test(tc, resets_in_the_journal_reach_everyone);
     tcase_add_test(tc, subscribers_are_bounded_and_stop_wakes_everyone);
     tcase_add_test(tc, deadlines_and_heartbeats_wake_parked_subscribers);
+    tcase_add_test(tc, the_index_wakes_only_the_subscribers_an_event_matches);
+    tcase_add_test(tc, equal_projections_share_frames_made_once);
     suite_add_tcase(s, tc);
     return test_run_suite(s);
 }

@@ -59,11 +59,30 @@ START_TEST(unknown_and_misplaced_parameters_are_named)
 }
 END_TEST
 
-START_TEST(filter_and_fields_are_refused_until_supported)
+START_TEST(filter_fields_and_id_are_validated)
 {
     cg_request_init(&req, "GET", "/events");
-    ck_assert_int_eq(cg_request_param(&req, "filter", "{}"), -1);
-    expect_error(400, "not_supported", "filter");
+    ck_assert_int_eq(cg_request_param(&req, "filter", "{\"fullDocument.owner\": \"ann\"}"), 0);
+    ck_assert_int_eq(cg_request_param(&req, "fields", "fullDocument.qty"), 0);
+    ck_assert_int_eq(cg_request_param(&req, "id", "{\"$oid\": \"6b041f16e4cebfba5023bd1d\"}"), 0);
+    ck_assert_int_eq(cg_request_finish(&req, NULL, NULL), 0);
+    ck_assert_ptr_nonnull(req.project);
+    cg_request_clear(&req);
+
+    cg_request_init(&req, "GET", "/events");
+    ck_assert_int_eq(cg_request_param(&req, "filter", "{\"a\": {\"$gt\": 1, \"$bogus\": 2}}"), -1);
+    expect_error(400, "invalid_filter", "filter.a");
+    cg_request_clear(&req);
+
+    cg_request_init(&req, "GET", "/events");
+    ck_assert_int_eq(cg_request_param(&req, "fields", "a..b"), -1);
+    expect_error(400, "invalid_parameter", "fields");
+    cg_request_clear(&req);
+
+    cg_request_init(&req, "GET", "/poll");
+    cg_request_param(&req, "fields", "a");
+    ck_assert_int_eq(cg_request_param(&req, "fields", "b"), -1);
+    expect_error(400, "invalid_parameter", "more than once");
 }
 END_TEST
 
@@ -153,7 +172,7 @@ int main(void)
     tcase_add_checked_fixture(tc, NULL, teardown);
     tcase_add_test(tc, routes_and_methods);
     tcase_add_test(tc, unknown_and_misplaced_parameters_are_named);
-    tcase_add_test(tc, filter_and_fields_are_refused_until_supported);
+    tcase_add_test(tc, filter_fields_and_id_are_validated);
     tcase_add_test(tc, poll_timeout_and_limit_are_bounded);
     tcase_add_test(tc, header_wins_over_parameter_and_both_are_validated);
     tcase_add_test(tc, ndjson_by_accept_or_format);

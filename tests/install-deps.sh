@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 PACKAGES=(
   build-essential autoconf automake libtool pkg-config
   libmongoc-dev libbson-dev libmicrohttpd-dev libjansson-dev check
-  python3 python3-pymongo python3-bson
+  python3 python3-pymongo python3-bson python3-mongomock
   curl valgrind cppcheck clang-format
 )
 # Node.js and npm: Debian's packages unless a node with npm is already there
@@ -36,4 +36,9 @@ fi
 if [ -f tests/devmongo/node/package-lock.json ] && [ ! -d tests/devmongo/node/node_modules ]; then
   echo "install-deps: npm ci in tests/devmongo/node"
   (cd tests/devmongo/node && npm ci --no-audit --no-fund --loglevel=error)
+fi
+# The differential test's packages: mingo and bson (pinned by package-lock.json).
+if [ -f tests/differential/package-lock.json ] && [ ! -d tests/differential/node_modules ]; then
+  echo "install-deps: npm ci in tests/differential"
+  (cd tests/differential && npm ci --no-audit --no-fund --loglevel=error)
 fi

@@ -11,9 +11,8 @@
 static inline cg_event_t *test_change(const char *pos, const char *op, const char *db,
                                       const char *coll)
 {
-    bson_t *b = BCON_NEW("_id", "{", "_data", BCON_UTF8(pos), "}", "operationType",
-                         BCON_UTF8(op), "ns", "{", "db", BCON_UTF8(db), "coll",
-                         BCON_UTF8(coll), "}");
+    bson_t *b = BCON_NEW("_id", "{", "_data", BCON_UTF8(pos), "}", "operationType", BCON_UTF8(op),
+                         "ns", "{", "db", BCON_UTF8(db), "coll", BCON_UTF8(coll), "}");
     char err[128];
     cg_event_t *ev = cg_event_new_change(b, err, sizeof err);
     ck_assert_msg(ev != NULL, "%s", err);

@@ -25,6 +25,7 @@ import codecs
 import http.client
 import json
 import os
+import re
 import select
 import shlex
 import shutil
@@ -472,6 +473,9 @@ def run(story, name=None, timeout=None):
     def on_alarm(signum, frame):
         raise ScenarioTimeout("scenario %s exceeded its time limit of %.0fs" % (name, timeout))
     signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGHUP, on_term)
+    # Ctrl-C raises KeyboardInterrupt even when started from a shell that ignores SIGINT.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGALRM, on_alarm)
     signal.setitimer(signal.ITIMER_REAL, timeout)
     say("%s: start (tmp %s, changegate %s%s)", name, sc.tmp, CHANGEGATE,
@@ -491,6 +495,13 @@ def run(story, name=None, timeout=None):
     except BaseException as e:  # noqa: B902 - report everything, including timeouts
         traceback.print_exc()
         print("\nFAIL %s: %s" % (name, e), file=sys.stderr)
+        for p in sc.procs:
+            st = p.popen.poll()
+            if p.name.startswith("curl"):
+                continue
+            print("  %s pid %d: %s" % (p.name, p.pid, "running" if st is None else
+                  "exited with status %d" % st if st >= 0 else "killed by signal %d" % -st),
+                  file=sys.stderr)
         sc.dump_logs()
         rc = 1
     finally:
@@ -515,11 +526,18 @@ def run(story, name=None, timeout=None):
 def request(port, method, path, headers=None, body=None, timeout=10, host="127.0.0.1"):
     """One HTTP request; returns (status, headers as a lowercase dict, body bytes)."""
     conn = http.client.HTTPConnection(host, port, timeout=timeout)
+    resp = None
     try:
         conn.request(method, path, body=body, headers=headers or {})
         resp = conn.getresponse()
         data = resp.read()
         return resp.status, {k.lower(): v for k, v in resp.getheaders()}, data
+    except http.client.IncompleteRead as e:
+        # A broken answer is a daemon failure, not a connection hiccup: say so plainly.
+        raise TestFailure("%s %s: the answer (status %s) was cut off after %d bytes, %s more "
+                          "expected: the connection closed mid-body (did changegate crash?)" % (
+                              method, path, resp.status if resp else "?", len(e.partial),
+                              e.expected))
     finally:
         conn.close()
 
@@ -595,12 +613,16 @@ class IdOnly:
         return "<SSE id-only %r>" % self.last_event_id
 
 
+_EOL = re.compile(r"[\r\n]")
+
+
 class SSEParser:
     """The WHATWG 'event stream interpretation' over a byte stream fed in pieces."""
 
     def __init__(self):
         self.decoder = codecs.getincrementaldecoder("utf-8")("replace")
-        self.text = ""
+        self.text = ""             # the unfinished line
+        self.scan = 0              # how much of self.text is known to hold no line end
         self.skip_lf = False       # a CR ended the previous piece: a leading LF belongs to it
         self.started = False
         self.data = []
@@ -610,39 +632,43 @@ class SSEParser:
         self.retry = None
         self.raw = bytearray()     # everything fed, for assertions on exact bytes
 
+    RAW_KEEP = 65536    # the stream's first bytes are kept for assertions on exact bytes
+
     def feed(self, chunk, final=False):
-        self.raw += chunk
-        self.text += self.decoder.decode(chunk, final)
-        if not self.started and self.text:
-            if self.text[0] == "\ufeff":
-                self.text = self.text[1:]
-            self.started = bool(self.text)
+        if len(self.raw) < self.RAW_KEEP:
+            self.raw += chunk[:self.RAW_KEEP - len(self.raw)]
+        text = self.text + self.decoder.decode(chunk, final)
+        if not self.started and text:
+            if text[0] == "\ufeff":
+                text = text[1:]
+            self.started = bool(text)
         out = []
-        i, n, text = 0, len(self.text), self.text
-        while i < n:
-            if self.skip_lf:
+        pos, scan, n = 0, self.scan, len(text)
+        while True:
+            if self.skip_lf and pos < n:
                 self.skip_lf = False
-                if text[i] == "\n":
-                    i += 1
-                    continue
-            j = i
-            while j < n and text[j] not in "\r\n":
-                j += 1
-            if j == n:
+                if text[pos] == "\n":
+                    pos += 1
+                    scan = max(scan, pos)
+            m = _EOL.search(text, scan)
+            if m is None:
                 break
-            line = text[i:j]
+            j = m.start()
+            line = text[pos:j]
             if text[j] == "\r":
                 if j + 1 < n:
-                    i = j + 2 if text[j + 1] == "\n" else j + 1
+                    pos = j + 2 if text[j + 1] == "\n" else j + 1
                 else:
                     self.skip_lf = True
-                    i = j + 1
+                    pos = j + 1
             else:
-                i = j + 1
+                pos = j + 1
+            scan = pos
             item = self._line(line)
             if item is not None:
                 out.append(item)
-        self.text = text[i:]
+        self.text = text[pos:]
+        self.scan = n - pos     # the pending text holds no line end: do not rescan it
         return out
 
     def _line(self, line):
@@ -1002,6 +1028,7 @@ class NDJSONClient:
         self.path = path + ("?" + qs if qs else "")
         self.http = HTTPStream(port, self.path, h)
         self.buf = bytearray()
+        self.scan = 0
         self.pending = []
         self.ended = False
         self.lines = []
@@ -1025,10 +1052,13 @@ class NDJSONClient:
         while not self.pending:
             if self.ended:
                 return None
-            k = self.buf.find(b"\n")
+            k = self.buf.find(b"\n", self.scan)
+            if k < 0:
+                self.scan = len(self.buf)
             if k >= 0:
                 line = bytes(self.buf[:k])
                 del self.buf[:k + 1]
+                self.scan = 0
                 if line.strip():
                     self.lines.append(line)
                     try:

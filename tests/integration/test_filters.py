@@ -10,6 +10,9 @@
 3. The expected sequence for each filter is computed from the write log alone (not from
    what the server sent); each subscriber must receive exactly that sequence of
    (db, coll, operationType, documentKey._id), in write order, and nothing else.
+4. A filtered subscriber resuming (from a position it never saw, then from its own last
+   id) gets exactly the rest of its matches; one connecting without a position gets none
+   of the old events.
 """
 import os
 import sys
@@ -103,6 +106,7 @@ def story(sc):
     h.check(all(counts.get(op) for op in ("insert", "update", "replace", "delete")),
             "the write plan should cover every CRUD operation: %r", counts)
 
+    seen = {}
     for name, params in FILTERS.items():
         want = expected_for(params, log)
         h.check(want or name == "ns=shopping", "filter %s expects nothing: bad plan", name)
@@ -110,7 +114,26 @@ def story(sc):
         got += subs[name].drain(0.5)     # anything extra the filter should have dropped
         keys = [h.key_of(h.check_sse_event(m)) for m in got]
         h.check_sequence(keys, want, "SSE filter %s %s" % (name, params))
+        seen[name] = got
         h.say("SSE %-18s -> %3d events, exactly the expected ones", name, len(want))
+
+    # A filtered subscriber that resumes from the first event's position, reads half of
+    # its matches, leaves and resumes with its last id gets exactly the rest of its
+    # matches (positions of events it never saw lie between them).
+    params = FILTERS["ns comma+op comma"]
+    want = expected_for(params, log[1:])
+    k = len(want) // 2
+    late = sc.track(cg.sse(params=params))       # connected after the writes: nothing old
+    s1 = sc.track(cg.sse(params=params, last_event_id=seen["none"][0].id))
+    got1 = s1.read_messages(k)
+    s1.close()
+    s2 = sc.track(cg.sse(params=params, last_event_id=got1[-1].id))
+    got2 = s2.read_messages(len(want) - k) + s2.drain(0.3)
+    h.check_sequence([h.key_of(h.check_sse_event(m)) for m in got1 + got2], want,
+                     "filter %s resumed in two parts" % params)
+    stray = late.drain(0.3)
+    h.check(not stray, "a filtered subscriber without a position got old events: %r", stray[:3])
+    h.say("a filtered subscriber resumed in two parts got exactly its %d matches", len(want))
 
     want = expected_for(nd_params, log)
     objs = nd.read_events(len(want))

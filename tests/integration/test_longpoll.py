@@ -7,11 +7,13 @@
    /poll?lastEventId=<last>&limit=37; every answer has at most 37 events; together they
    are exactly seq 0..499, in order, no gap, no repeat. The final lastEventId is the last
    event's resume token.
+   Re-reading from the start without limit gives at most 100 (the default), oldest first.
 3. An idle poll (timeout=1) from there answers no events and a lastEventId; 3 more inserts
    are then read from that lastEventId: exactly those 3.
 4. A poll without a position that is waiting when a write happens returns that write.
 5. A narrow filter (ns=elsewhere) times out empty but its lastEventId moves forward:
    resuming unfiltered from it yields only events written afterwards.
+6. One poll with limit=1000 (the maximum) from the start returns all 506 events.
 """
 import os
 import sys
@@ -78,6 +80,14 @@ def story(sc):
     h.check(len(set(ids)) == N, "positions are not unique")
     h.say("long-poll loop read %d events in %d polls, in order", N, polls)
 
+    # Without limit: at most the default 100, the oldest first.
+    body = poll_ok(cg, lastEventId=start, timeout=5)
+    n = len(body["events"])
+    h.check(1 <= n <= 100, "poll without limit returned %d events (default limit 100)", n)
+    h.check_sequence([h.seq_of(e) for e in body["events"]], list(range(n)),
+                     "poll without limit from the start")
+    h.say("without limit a poll returns %d events, the oldest first", n)
+
     idle = poll_ok(cg, lastEventId=pos, timeout=1)
     h.check(idle["events"] == [], "poll after the last event should be empty: %r",
             idle["events"][:2])
@@ -108,6 +118,12 @@ def story(sc):
     h.check_sequence([h.seq_of(e) for e in rest], [N + 4, N + 5],
                      "unfiltered poll from a filtered empty answer's lastEventId")
     h.say("an empty filtered poll moved the position past everything already written")
+
+    # The largest answer the contract allows: limit=1000 over the 506 events so far.
+    body = poll_ok(cg, lastEventId=start, timeout=5, limit=1000)
+    h.check_sequence([h.seq_of(e) for e in body["events"]], list(range(N + 6)),
+                     "poll with limit=1000 from the start")
+    h.say("limit=1000 from the start answered all %d events in one response", N + 6)
 
 
 if __name__ == "__main__":

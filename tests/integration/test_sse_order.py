@@ -11,6 +11,8 @@ order they were written, each with a unique id that is the event's resume token.
    with ': changegate\\nretry: 3000\\n\\n'.
 4. Both NDJSON readers get {"id", "event"} lines for exactly the same 500 events, with
    the same ids as SSE.
+5. Strings with newlines, CRs, quotes, NUL and non-ASCII characters arrive intact, each
+   event still on a single data line; documents of 1 MB and 15 MB arrive whole.
 """
 import os
 import sys
@@ -63,6 +65,37 @@ def story(sc):
     # Nothing beyond the 500 was delivered (a short grace window for strays).
     extra = [i for i in _drain_curl(curl, 0.5) if isinstance(i, h.Message)]
     h.check(not extra, "curl got %d extra messages after the 500: %r", len(extra), extra[:3])
+
+    # Awkward strings survive as one data line and decode to exactly what was written.
+    texts = ["two\nlines", "cr\r\nlf and a lone \r", "data: fake field\n\nid: 1",
+             "quote \" backslash \\ tab \t", "unicode é 漢字 😀 \u2028 \u2029 \x7f",
+             "nul\x00inside", ""]
+    coll = w.coll("shop", "orders")
+    for i, text in enumerate(texts):
+        coll.insert_one({"seq": N + i, "text": text})
+    msgs = curl.read_messages(len(texts), timeout=30)
+    got = [h.check_sse_event(m)["fullDocument"] for m in msgs]
+    h.check_sequence([(d["seq"], d["text"]) for d in got],
+                     [(N + i, t) for i, t in enumerate(texts)], "awkward strings over SSE")
+    objs = nd_accept.read_events(len(texts))
+    h.check_sequence([h.check_ndjson_event(o)["fullDocument"]["text"] for o in objs], texts,
+                     "awkward strings over NDJSON")
+    h.say("newlines, CRs, quotes, NUL and non-ASCII text arrive intact on one data line")
+
+    # Large documents (up to near MongoDB's 16 MB limit) arrive whole.
+    sizes = [1 << 20, 15 * 1000 * 1000]
+    for i, size in enumerate(sizes):
+        coll.insert_one({"seq": 1000 + i, "pad": "%d:" % i + "z" * size})
+    msgs = curl.read_messages(len(sizes), timeout=60)
+    objs = nd_query.read_events(len(texts) + len(sizes), timeout=60)[len(texts):]
+    for i, size in enumerate(sizes):
+        for what, ev in (("SSE", h.check_sse_event(msgs[i])),
+                         ("NDJSON", h.check_ndjson_event(objs[i]))):
+            fd = ev["fullDocument"]
+            h.check(fd["seq"] == 1000 + i and fd["pad"] == "%d:" % i + "z" * size,
+                    "%s: the %d-byte document arrived altered (seq %r, pad length %d)", what,
+                    size, fd["seq"], len(fd["pad"]))
+    h.say("documents of 1 MB and 15 MB arrive whole over SSE and NDJSON")
     curl.close()
 
 

@@ -11,6 +11,8 @@ with what it last saw; it gets exactly the rest: no gap, no repeat.
 5. The header wins over the query parameter: a client sending both (header = event 200,
    query = event 10) gets 201.. only. NDJSON resumes the same way (header) from event 250.
 6. Resuming from the very last event id gives nothing old, only what comes next.
+7. With --journal-size 50, resuming from 110 events back either catches up exactly or
+   starts with `event: reset` and continues from now; never a silent gap.
 """
 import os
 import sys
@@ -96,6 +98,37 @@ def story(sc):
         if s is not d:
             extra = extra[1:] if extra and h.seq_of(h.check_sse_event(extra[0])) == total else extra
         h.check(not extra, "%s got unexpected extra messages: %r", what, extra[:3])
+
+    # A position that has left a small journal (--journal-size 50) but is still in
+    # MongoDB's oplog: either changegate catches up (exactly the missed events) or it says
+    # `event: reset` first and continues from now. Silently skipping events is a bug.
+    small = h.Changegate(sc, mongo.uri, name="changegate-small", args=["--journal-size", "50"])
+    small.start()
+    s_ref = sc.track(small.sse())
+    w.insert_seq(1000, 120, db="app", coll="feed")
+    small_msgs = s_ref.read_messages(120)
+    small_ids = [m.id_field for m in small_msgs]
+    h.check_sequence([h.seq_of(h.check_sse_event(m)) for m in small_msgs], list(range(1000, 1120)),
+                     "small-journal reference subscriber")
+    old = sc.track(small.sse(last_event_id=small_ids[9]))    # 110 events ago, journal keeps 50
+    first = old.next_message(timeout=15 * h.SLOW)
+    h.check(first is not None, "resume from outside the journal: the stream ended")
+    if first.type == "reset":
+        rd = first.json()
+        h.check(isinstance(rd, dict) and rd.get("reason") and rd.get("lastEventId")
+                and first.id_field == rd["lastEventId"], "malformed reset %r", first)
+        w.insert_seq(1120, 3, db="app", coll="feed")
+        after = old.read_messages(3)
+        h.check_sequence([h.seq_of(h.check_sse_event(m)) for m in after], [1120, 1121, 1122],
+                         "after the reset for a position outside the journal")
+        h.say("resume from outside a 50-event journal: reset (%s), then new events", rd["reason"])
+    else:
+        rest = [first] + old.read_messages(109)
+        h.check_sequence([h.seq_of(h.check_sse_event(m)) for m in rest], list(range(1010, 1120)),
+                         "catch-up from a position outside the journal (no reset was sent)")
+        h.say("resume from outside a 50-event journal: caught up with all 110 missed events")
+    old.close()
+    small.stop()
 
 
 if __name__ == "__main__":

@@ -1,5 +1,11 @@
 """Query matching, value comparison, projection and simple expressions.
 
+Query matching is done by mongomock (Debian's python3-mongomock 4.1.2,
+`mongomock.filtering.filter_applies`), an implementation that is not ours, so devmongo and
+changegate's C matcher check each other. devmongo's own matcher below is used only for
+the field clauses mongomock lacks or gets wrong (see _needs_own_matcher for the list) and
+for validating filters up front.
+
 One matcher serves `find` filters, `$match` in plain aggregates and `$match` after
 `$changeStream`, so a filter behaves the same whether changegate pushes it to the server
 or a test queries with it. It follows MongoDB semantics where tests can see them:
@@ -28,6 +34,10 @@ from bson.regex import Regex
 from bson.timestamp import Timestamp
 
 from .errors import CommandError
+
+# Independent query semantics (not ours): Debian package python3-mongomock.
+from mongomock import OperationFailure as _MongomockFailure
+from mongomock.filtering import filter_applies as _mongomock_filter_applies
 
 
 class _Missing:
@@ -222,12 +232,19 @@ def _is_operator_doc(v):
 
 
 def validate_filter(query):
-    """Raise CommandError for filters the matcher cannot evaluate (checked up front)."""
-    match({}, query)
+    """Raise CommandError for filters the matcher cannot evaluate (checked up front).
+
+    devmongo's own code: mongomock only notices some malformed filters when a document
+    reaches the bad part, and reports them as its own exception type."""
+    _own_match({}, query)
 
 
 def match(doc, query):
-    """True if doc satisfies the MongoDB query document."""
+    """True if doc satisfies the MongoDB query document.
+
+    The logical operators are walked here so that each field clause {path: cond} goes to
+    mongomock's filter_applies unless _needs_own_matcher says mongomock lacks what the
+    clause needs; then devmongo's own _match_field decides that clause."""
     if not isinstance(query, dict):
         raise CommandError(2, "filter must be an object")
     for key, cond in query.items():
@@ -241,9 +258,209 @@ def match(doc, query):
             elif key == "$nor":
                 if any(match(doc, q) for q in _clause_list(key, cond)):
                     return False
-            elif key == "$comment":
+            elif key in ("$comment", "$alwaysTrue"):  # mongomock lacks $alwaysTrue/$alwaysFalse
                 continue
-            elif key == "$alwaysTrue":
+            elif key == "$alwaysFalse":
+                return False
+            else:
+                raise CommandError(2, "unknown top level operator: %s" % key)
+        elif not _match_clause(doc, key, cond):
+            return False
+    return True
+
+
+def _match_clause(doc, path, cond):
+    if _needs_own_matcher(doc, path, cond):
+        return _match_field(doc, path, cond)
+    try:
+        return bool(_mongomock_filter_applies({path: cond}, doc))
+    except NotImplementedError:
+        # mongomock cannot order some BSON types (Timestamp, MinKey/MaxKey, regex values...)
+        return _match_field(doc, path, cond)
+    except _MongomockFailure as e:
+        raise CommandError(2, str(e)) from None
+
+
+# Where mongomock 4.1.2 (mongomock/filtering.py) lacks something, a field clause is decided
+# by devmongo's own matcher instead. Each rule names what mongomock lacks:
+#   $mod            not implemented ("unknown operator").
+#   $type           only string aliases; numeric codes, lists of types and the aliases null,
+#                   regex, timestamp, minKey, maxKey raise NotImplementedError; int/long are
+#                   told apart by magnitude, not by BSON type (Int64(5) counts as "int").
+#   $size           {$size: 1} matches any truthy scalar and $size counts the keys of a
+#                   subdocument; MongoDB's $size only matches arrays.
+#   $all            {$all: []} matches everything (MongoDB: nothing); array operands are
+#                   only compared with array elements, not with the whole array.
+#   $not + $options {$not: {$regex: .., $options: ..}} fails with "unknown operator".
+#   Decimal128      anywhere in the clause or the document's field: not a number to
+#                   mongomock (equality with 5 is false, ordering raises).
+#   booleans        Python's True == 1: an equality against a boolean, or against a number
+#                   when the document's field holds booleans, would match true to 1.
+#   subdocuments    Python dict equality ignores field order; MongoDB's does not: equality
+#                   against a subdocument with 2+ fields.
+#   array operands  $eq/$ne/$in/$nin with an array operand compare only the whole field
+#                   ($in/$nin: only its elements), not both as MongoDB does.
+#   $all+$elemMatch matches fields that are not arrays.
+#   $gte/$lte null  never match a missing field (MongoDB: they include equality with null).
+#   {field: {}}     taken as "no condition" instead of equality with an empty document.
+#   paths           (see _path_needs_own) through null or a scalar: mongomock yields no
+#                   value instead of "missing"; a numeric component on an array of
+#                   documents: mongomock takes only the indexed element; $not with no
+#                   value, and $not or $exists: false on a path through an array: decided
+#                   per value by mongomock, where MongoDB needs them to hold for all values.
+_OWN_OPERATORS = ("$mod", "$type", "$size")
+
+
+def _needs_own_matcher(doc, path, cond):
+    state = {"own": False, "bool": False, "number": False, "decimal": False}
+
+    def operand(v, in_list_op=False):
+        if isinstance(v, bool):
+            state["bool"] = True
+        elif isinstance(v, (int, float)):
+            state["number"] = True
+            if v != v:  # NaN: MongoDB finds NaN equal to NaN, Python does not
+                state["own"] = True
+        elif isinstance(v, Decimal128):
+            state["decimal"] = True
+        elif isinstance(v, dict):
+            if len(v) > 1:
+                state["own"] = True
+            for x in v.values():
+                operand(x)
+        elif isinstance(v, list):
+            if in_list_op:
+                state["own"] = True
+            for x in v:
+                operand(x)
+
+    def walk(c):
+        if isinstance(c, dict) and not c:
+            state["own"] = True  # {field: {}}: mongomock treats it as no condition
+        elif _is_operator_doc(c):
+            for op, arg in c.items():
+                if op in _OWN_OPERATORS:
+                    state["own"] = True
+                elif op == "$not":
+                    if isinstance(arg, dict) and "$options" in arg:
+                        state["own"] = True
+                    walk(arg)
+                elif op == "$elemMatch":
+                    if isinstance(arg, dict):
+                        for k, sub in arg.items():
+                            if k in ("$and", "$or", "$nor") and isinstance(sub, list):
+                                for q in sub:
+                                    if isinstance(q, dict):
+                                        for qv in q.values():
+                                            walk(qv)
+                            elif k.startswith("$"):
+                                walk({k: sub})
+                            else:
+                                walk(sub)
+                elif op in ("$in", "$nin", "$all"):
+                    if isinstance(arg, list):
+                        if op == "$all" and (not arg or any(isinstance(x, dict) and "$elemMatch" in x
+                                                            for x in arg)):
+                            state["own"] = True  # mongomock: $all of $elemMatch on non-arrays
+                        for x in arg:
+                            if isinstance(x, dict) and "$elemMatch" in x:
+                                walk(x)
+                            else:
+                                operand(x, in_list_op=True)
+                elif op in ("$eq", "$ne"):
+                    operand(arg, in_list_op=True)
+                elif op in ("$gt", "$gte", "$lt", "$lte"):
+                    if arg is None and op in ("$gte", "$lte"):
+                        state["own"] = True  # mongomock: $gte/$lte null never match a missing field
+                    operand(arg)
+        else:
+            operand(c)
+
+    walk(cond)
+    if state["own"] or state["decimal"]:
+        return True
+    if not isinstance(doc, dict) or _path_needs_own(doc, path, cond):
+        return True
+    if state["bool"]:
+        return True
+    field = doc.get(path.split(".", 1)[0], MISSING) if isinstance(doc, dict) else MISSING
+    held = _kinds(field)
+    if "decimal" in held:
+        return True
+    return state["number"] and "bool" in held
+
+
+def _path_needs_own(doc, path, cond):
+    """Paths whose values mongomock's iter_key_candidates gets wrong for MongoDB.
+
+    Through null or a scalar, MongoDB sees a missing field; mongomock yields no value at
+    all, so null, $ne, $nin and $exists answers come out wrong. At a numeric component
+    on an array of documents MongoDB also looks into the documents for a field of that
+    name; mongomock takes only the element at the index. $not with no value, and $not or
+    $exists: false on a path through an array, are decided per value by mongomock, where
+    MongoDB needs them to hold for every value. (An empty array, an index past the end
+    and non-document elements give no value in both, as they should.)"""
+    parts = path.split(".")
+    crosses_array = False
+    cur = [doc]
+    for i, part in enumerate(parts):
+        nxt = []
+        for v in cur:
+            if isinstance(v, dict):
+                if part in v:
+                    nxt.append(v[part])
+            elif isinstance(v, list):
+                if part.isdigit():
+                    if any(isinstance(e, dict) for e in v):
+                        return True
+                    if int(part) < len(v):
+                        nxt.append(v[int(part)])
+                else:
+                    crosses_array = True
+                    nxt.extend(e[part] for e in v if isinstance(e, dict) and part in e)
+            elif i > 0:
+                return True  # through null or a scalar
+        cur = nxt
+    if _is_operator_doc(cond):
+        if "$not" in cond and (crosses_array or not cur):
+            return True
+        if crosses_array and cond.get("$exists", True) is False:
+            return True
+    return False
+
+
+def _kinds(v, out=None):
+    """The kinds of scalars ("bool", "decimal") found anywhere inside v."""
+    out = set() if out is None else out
+    if isinstance(v, bool):
+        out.add("bool")
+    elif isinstance(v, Decimal128):
+        out.add("decimal")
+    elif isinstance(v, dict):
+        for x in v.values():
+            _kinds(x, out)
+    elif isinstance(v, list):
+        for x in v:
+            _kinds(x, out)
+    return out
+
+
+def _own_match(doc, query):
+    """devmongo's own matcher for a whole query (used to validate filters)."""
+    if not isinstance(query, dict):
+        raise CommandError(2, "filter must be an object")
+    for key, cond in query.items():
+        if key.startswith("$"):
+            if key == "$and":
+                if not all(_own_match(doc, q) for q in _clause_list(key, cond)):
+                    return False
+            elif key == "$or":
+                if not any(_own_match(doc, q) for q in _clause_list(key, cond)):
+                    return False
+            elif key == "$nor":
+                if any(_own_match(doc, q) for q in _clause_list(key, cond)):
+                    return False
+            elif key in ("$comment", "$alwaysTrue"):
                 continue
             elif key == "$alwaysFalse":
                 return False
@@ -337,6 +554,9 @@ def _op_ne(values, target):
 
 def _ordered(pred):
     def op(values, target):
+        if target is None and pred(0):
+            # $gte/$lte null contain equality with null, which matches a missing field too
+            return _op_eq(values, None)
         rank = type_rank(target)
         for v in _candidates(values):
             if type_rank(v) == rank and pred(compare(v, target)):
@@ -390,7 +610,7 @@ def _op_elem_match(values, sub):
             if _is_operator_doc(sub) and not next(iter(sub)) in ("$and", "$or", "$nor"):
                 if _match_operators([el], sub):
                     return True
-            elif isinstance(el, dict) and match(el, sub):
+            elif isinstance(el, dict) and _own_match(el, sub):
                 return True
     return False
 
