@@ -188,31 +188,50 @@ int cg_filter_set_query(cg_filter_t *f, const char *json, char *err, size_t errl
     return 0;
 }
 
+/* Opens the next element of the $and array being built. */
+static void and_next(bson_t *and_arr, unsigned *n, bson_t *cond)
+{
+    char key[24];
+    snprintf(key, sizeof key, "%u", (*n)++);
+    bson_append_document_begin(and_arr, key, -1, cond);
+}
+
+/* Appends {path: {$in: [values]}} to the $and array. */
+static void and_in_strings(bson_t *and_arr, unsigned *n, const char *path,
+                           const char *const *values, size_t count)
+{
+    bson_t cond, sub, in;
+    char key[24];
+    and_next(and_arr, n, &cond);
+    bson_append_document_begin(&cond, path, -1, &sub);
+    bson_append_array_begin(&sub, "$in", -1, &in);
+    for (size_t i = 0; i < count; i++) {
+        snprintf(key, sizeof key, "%zu", i);
+        BSON_APPEND_UTF8(&in, key, values[i]);
+    }
+    bson_append_array_end(&sub, &in);
+    bson_append_document_end(&cond, &sub);
+    bson_append_document_end(and_arr, &cond);
+}
+
 /* The shorthands as a query: ns.db $in [dbs] (a necessary condition, there
  * for the index) AND $or of each ns entry, operationType $in [ops], and
  * documentKey._id $in [ids]. Returns false when there are none. */
 static bool shorthand_query(const cg_filter_t *f, bson_t *q)
 {
-    bson_t and_arr, cond, sub, in, alt, alts;
+    bson_t and_arr, cond, sub, alt, alts;
     unsigned n = 0;
     char key[24];
     bson_init(q);
     bson_append_array_begin(q, "$and", -1, &and_arr);
     if (f->n_ns) {
-        snprintf(key, sizeof key, "%u", n++);
-        bson_append_document_begin(&and_arr, key, -1, &cond);
-        bson_append_document_begin(&cond, "ns.db", -1, &sub);
-        bson_append_array_begin(&sub, "$in", -1, &in);
-        for (size_t i = 0; i < f->n_ns; i++) {
-            snprintf(key, sizeof key, "%zu", i);
-            BSON_APPEND_UTF8(&in, key, f->ns[i].db);
-        }
-        bson_append_array_end(&sub, &in);
-        bson_append_document_end(&cond, &sub);
-        bson_append_document_end(&and_arr, &cond);
+        const char **dbs = bson_malloc(f->n_ns * sizeof *dbs);
+        for (size_t i = 0; i < f->n_ns; i++)
+            dbs[i] = f->ns[i].db;
+        and_in_strings(&and_arr, &n, "ns.db", dbs, f->n_ns);
+        bson_free(dbs);
 
-        snprintf(key, sizeof key, "%u", n++);
-        bson_append_document_begin(&and_arr, key, -1, &cond);
+        and_next(&and_arr, &n, &cond);
         bson_append_array_begin(&cond, "$or", -1, &alts);
         for (size_t i = 0; i < f->n_ns; i++) {
             snprintf(key, sizeof key, "%zu", i);
@@ -225,22 +244,10 @@ static bool shorthand_query(const cg_filter_t *f, bson_t *q)
         bson_append_array_end(&cond, &alts);
         bson_append_document_end(&and_arr, &cond);
     }
-    if (f->n_ops) {
-        snprintf(key, sizeof key, "%u", n++);
-        bson_append_document_begin(&and_arr, key, -1, &cond);
-        bson_append_document_begin(&cond, "operationType", -1, &sub);
-        bson_append_array_begin(&sub, "$in", -1, &in);
-        for (size_t i = 0; i < f->n_ops; i++) {
-            snprintf(key, sizeof key, "%zu", i);
-            BSON_APPEND_UTF8(&in, key, f->ops[i]);
-        }
-        bson_append_array_end(&sub, &in);
-        bson_append_document_end(&cond, &sub);
-        bson_append_document_end(&and_arr, &cond);
-    }
+    if (f->n_ops)
+        and_in_strings(&and_arr, &n, "operationType", (const char *const *)f->ops, f->n_ops);
     if (f->n_ids) {
-        snprintf(key, sizeof key, "%u", n++);
-        bson_append_document_begin(&and_arr, key, -1, &cond);
+        and_next(&and_arr, &n, &cond);
         bson_append_document_begin(&cond, "documentKey._id", -1, &sub);
         BSON_APPEND_ARRAY(&sub, "$in", &f->ids);
         bson_append_document_end(&cond, &sub);
