@@ -8,11 +8,16 @@
  * what makes a wake impossible to lose and a double resume impossible.
  *
  * Long-polls suspend in the access handler instead, before any response is
- * queued; libmicrohttpd calls the handler again after the resume. */
+ * queued; libmicrohttpd calls the handler again after the resume.
+ *
+ * Each listener runs libmicrohttpd's epoll loop in a thread of ours, with a
+ * bounded wait (see http_loop()), rather than libmicrohttpd's own thread. */
 #include "http.h"
 
 #include <jansson.h>
 #include <microhttpd.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <netdb.h>
 #include <stdio.h>
 #include <string.h>
@@ -26,6 +31,7 @@
 #define STREAM_BLOCK_SIZE 8192        /* bytes per content-reader call */
 #define CONNECTION_MEMORY (16 * 1024) /* per-connection pool (libmicrohttpd default 32 KiB) */
 #define IDLE_TIMEOUT_S 120            /* only for connections that are not suspended */
+#define LOOP_WAIT_MS 20               /* the longest one turn of the event loop may block */
 
 static const char SSE_PREAMBLE[] = ": changegate\nretry: 3000\n\n";
 static const char SSE_HEARTBEAT[] = ": heartbeat\n\n";
@@ -33,6 +39,8 @@ static const char NDJSON_HEARTBEAT[] = "{\"heartbeat\":true}\n";
 
 struct cg_http {
     struct MHD_Daemon *daemon;
+    pthread_t thread;
+    atomic_bool stop;
     const cg_config_t *cfg;
     cg_hub_t *hub;
     cg_watcher_t *watcher;
@@ -504,6 +512,19 @@ static void on_mhd_log(void *cls, const char *fmt, va_list ap)
     cg_log_debug("libmicrohttpd: %s", msg);
 }
 
+/* The listener's event loop. libmicrohttpd 0.9.75 drains epoll with
+ * `while (epoll_wait(...) == 128)` using the idle timeout for every call, so
+ * when exactly a multiple of 128 connections are ready at once (a burst of 256
+ * connects, say) the last call blocks, possibly forever, before any of them is
+ * served. Driving the loop with MHD_run_wait() bounds that wait. */
+static void *http_loop(void *arg)
+{
+    cg_http_t *http = arg;
+    while (!atomic_load(&http->stop))
+        MHD_run_wait(http->daemon, LOOP_WAIT_MS);
+    return NULL;
+}
+
 cg_http_t *cg_http_start(const cg_listen_t *listen, const cg_config_t *cfg, cg_hub_t *hub,
                          cg_watcher_t *watcher, char *err, size_t errlen)
 {
@@ -531,8 +552,7 @@ cg_http_t *cg_http_start(const cg_listen_t *listen, const cg_config_t *cfg, cg_h
     http->hub = hub;
     http->watcher = watcher;
     http->spec = bson_strdup(listen->spec);
-    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME |
-                     MHD_USE_ERROR_LOG;
+    unsigned flags = MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
     if (ai->ai_family == AF_INET6)
         flags |= MHD_USE_IPv6;
     http->daemon = MHD_start_daemon(
@@ -544,6 +564,15 @@ cg_http_t *cg_http_start(const cg_listen_t *listen, const cg_config_t *cfg, cg_h
     freeaddrinfo(ai);
     if (!http->daemon) {
         snprintf(err, errlen, "%s: cannot listen (address in use or not available?)", listen->spec);
+        bson_free(http->spec);
+        bson_free(http);
+        return NULL;
+    }
+    atomic_init(&http->stop, false);
+    int rc = pthread_create(&http->thread, NULL, http_loop, http);
+    if (rc != 0) {
+        snprintf(err, errlen, "%s: cannot start a thread: %s", listen->spec, strerror(rc));
+        MHD_stop_daemon(http->daemon);
         bson_free(http->spec);
         bson_free(http);
         return NULL;
@@ -563,6 +592,8 @@ void cg_http_stop(cg_http_t *http)
 {
     if (!http)
         return;
+    atomic_store(&http->stop, true);
+    pthread_join(http->thread, NULL);
     MHD_stop_daemon(http->daemon);
     bson_free(http->spec);
     bson_free(http);

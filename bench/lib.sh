@@ -1,0 +1,143 @@
+# lib.sh: what every bench/ scenario does the same way. Sourced, not run.
+#
+# After `bench_init NAME`, a scenario has: $here, $repo, $out (its log directory),
+# $CHANGEGATE, $DEVMONGO, $PY, $RESULTS; every process started with bench_spawn is
+# stopped on exit (also on failure or Ctrl-C), and bench/out/<run> is removed after a
+# passing run unless KEEP_OUT=1.
+
+bench_init() {
+    bench_name=$1
+    here=$(cd "$(dirname "${BASH_SOURCE[1]}")" && pwd)
+    repo=$(cd "$here/.." && pwd)
+    CHANGEGATE_SET=${CHANGEGATE:+1}
+    CHANGEGATE=${CHANGEGATE:-$repo/src/changegate}
+    DEVMONGO=${DEVMONGO:-$repo/tests/devmongo/devmongo}
+    RESULTS=${RESULTS:-$here/RESULTS.md}
+    PY=/usr/bin/python3
+    [ -x "$CHANGEGATE" ] || bench_die 2 "$CHANGEGATE not built (autoreconf -fi && ./configure && make)"
+    [ -x "$DEVMONGO" ] || bench_die 2 "$DEVMONGO missing"
+    ulimit -n "$(ulimit -Hn)" # many sockets: the hard limit (20000 here)
+    out=$here/out/$(date +%Y%m%d-%H%M%S)-$$
+    mkdir -p "$out"
+    bench_pids=()
+    trap bench_cleanup EXIT
+    trap 'exit 130' INT TERM
+    echo "$bench_name: building loadclient"
+    cc -O2 -std=c11 -Wall -o "$here/loadclient" "$here/loadclient.c"
+}
+
+bench_die() { # status message
+    echo "$bench_name: $2" >&2
+    exit "$1"
+}
+
+bench_cleanup() {
+    local rc=$?
+    bench_stop_all
+    if [ $rc -ne 0 ]; then
+        echo "$bench_name: FAILED (status $rc); logs in $out" >&2
+        tail -n 30 "$out"/changegate*.log 2>/dev/null | sed 's/^/  /' >&2 || true
+    elif [ -z "${KEEP_OUT:-}" ]; then
+        rm -rf "$out"
+        rmdir "$here/out" 2>/dev/null || true
+    fi
+    exit $rc
+}
+
+bench_stop_all() {
+    local pid
+    for pid in "${bench_pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+    for pid in "${bench_pids[@]}"; do
+        for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL "$pid" 2>/dev/null || true
+    done
+    wait 2>/dev/null || true
+    bench_pids=()
+}
+
+bench_free_port() {
+    "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
+}
+
+# Starts devmongo; sets $mongo_uri.
+bench_start_devmongo() {
+    local port log=$out/devmongo.log
+    port=$(bench_free_port)
+    "$DEVMONGO" --port "$port" --host 127.0.0.1 >"$log" 2>&1 &
+    bench_pids+=($!)
+    for _ in $(seq 200); do grep -q "devmongo ready on" "$log" && break; sleep 0.05; done
+    grep -q "devmongo ready on" "$log" || bench_die 1 "devmongo did not start"
+    mongo_uri="mongodb://127.0.0.1:$port/?replicaSet=rs0"
+}
+
+# Starts changegate with extra options; sets $cg_pid and $cg_port; waits for /healthz.
+bench_start_changegate() { # tag max-subscribers [options...]
+    local tag=$1 max=$2
+    shift 2
+    cg_port=$(bench_free_port)
+    mkdir -p "$out/state-$tag"
+    "$CHANGEGATE" --mongo-uri "$mongo_uri" --watch '*' --listen "http://127.0.0.1:$cg_port" \
+        --state-dir "$out/state-$tag" --max-subscribers "$max" --log-level "${BENCH_LOG_LEVEL:-info}" "$@" \
+        >"$out/changegate-$tag.log" 2>&1 &
+    cg_pid=$!
+    bench_pids+=($cg_pid)
+    for _ in $(seq 200); do
+        curl -fsS -o /dev/null "http://127.0.0.1:$cg_port/healthz" 2>/dev/null && return 0
+        sleep 0.1
+    done
+    bench_die 1 "changegate never became healthy"
+}
+
+# Starts loadclient in the background (sets $lc_pid) and waits until every
+# subscriber has the stream's first bytes.
+bench_start_loadclient() { # tag loadclient-options...
+    local tag=$1
+    shift
+    "$here/loadclient" --host 127.0.0.1 --port "$cg_port" --ready-file "$out/ready-$tag" "$@" \
+        >"$out/loadclient-$tag.json" 2>"$out/loadclient-$tag.log" &
+    lc_pid=$!
+    bench_pids+=($lc_pid)
+    for _ in $(seq 1200); do
+        [ -s "$out/ready-$tag" ] && return 0
+        kill -0 $lc_pid 2>/dev/null || break
+        sleep 0.05
+    done
+    cat "$out/loadclient-$tag.log" >&2
+    bench_die 1 "subscribers did not connect"
+}
+
+# Stops changegate with SIGTERM; it must exit 0.
+bench_stop_changegate() {
+    kill -TERM "$cg_pid"
+    local rc=0
+    wait "$cg_pid" || rc=$?
+    [ $rc = 0 ] || bench_die 1 "changegate exited $rc after SIGTERM"
+}
+
+bench_rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
+# User + system CPU time of a process, in clock ticks.
+bench_cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+bench_commit() { git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo uncommitted; }
+
+# Appends a row to the table under "## <section>" in RESULTS.md, creating the
+# section (heading, text, table header) when it is not there yet.
+bench_append_row() { # section header-file row
+    local section=$1 header=$2 row=$3
+    [ "$RESULTS" = /dev/null ] && { echo "$row"; return; }
+    if ! grep -q "^## $section\$" "$RESULTS" 2>/dev/null; then
+        { echo; echo "## $section"; echo; cat "$header"; } >>"$RESULTS"
+    fi
+    "$PY" - "$RESULTS" "$section" "$row" <<'PYEOF'
+import sys
+path, section, row = sys.argv[1:]
+lines = open(path).read().split("\n")
+start = lines.index("## " + section)
+end = start + 1
+while end < len(lines) and not lines[end].startswith("## "):
+    end += 1
+last = max(i for i in range(start, end) if lines[i].startswith("|"))
+lines.insert(last + 1, row)
+open(path, "w").write("\n".join(lines))
+PYEOF
+    echo "$row"
+}

@@ -1,0 +1,67 @@
+#!/usr/bin/python3
+"""Insert documents {seq, ts_us, pad} into MongoDB at a steady rate (benchmark load).
+
+    /usr/bin/python3 bench/writer.py --uri mongodb://127.0.0.1:27017/?replicaSet=rs0 \
+        --rate 1000 --duration 10 --doc-bytes 100
+
+seq counts from --first-seq; ts_us is the wall-clock time in microseconds (int64) taken
+just before the insert, so a subscriber measures latency as receipt time - ts_us. The
+schedule is absolute (document i is due at start + i/rate): a slow insert is caught up
+by the next ones instead of lowering the rate. Prints one line of JSON at the end.
+"""
+import argparse
+import json
+import sys
+import time
+
+import bson
+import pymongo
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--uri", required=True)
+    ap.add_argument("--db", default="bench")
+    ap.add_argument("--coll", default="events")
+    ap.add_argument("--rate", type=float, default=1000.0, help="inserts per second")
+    ap.add_argument("--duration", type=float, default=10.0, help="seconds")
+    ap.add_argument("--count", type=int, help="documents (default rate x duration)")
+    ap.add_argument("--doc-bytes", type=int, default=100, help="approximate BSON size")
+    ap.add_argument("--first-seq", type=int, default=0)
+    ap.add_argument("--owners", type=int, default=0,
+                    help="add owner \"u<seq %% K>\" to each document (filtered fan-out)")
+    args = ap.parse_args()
+
+    count = args.count if args.count is not None else int(round(args.rate * args.duration))
+    probe = {"_id": bson.ObjectId(), "seq": args.first_seq, "ts_us": int(time.time() * 1e6),
+             "pad": ""}
+    pad = "x" * max(0, args.doc_bytes - len(bson.BSON.encode(probe)))
+
+    client = pymongo.MongoClient(args.uri, serverSelectionTimeoutMS=15000)
+    coll = client[args.db][args.coll]
+    client.admin.command("ping")
+
+    start = time.monotonic()
+    behind_max = 0.0
+    for i in range(count):
+        due = start + i / args.rate
+        now = time.monotonic()
+        if due > now:
+            time.sleep(due - now)
+        else:
+            behind_max = max(behind_max, now - due)
+        doc = {"seq": args.first_seq + i, "ts_us": int(time.time() * 1e6), "pad": pad}
+        if args.owners:
+            doc["owner"] = "u%d" % ((args.first_seq + i) % args.owners)
+        coll.insert_one(doc)
+    elapsed = time.monotonic() - start
+    doc_size = len(bson.BSON.encode(dict(probe, pad=pad)))
+    print(json.dumps({"written": count, "seconds": round(elapsed, 3),
+                      "rate": round(count / elapsed, 1) if elapsed > 0 else None,
+                      "doc_bytes": doc_size, "max_behind_s": round(behind_max, 3)}))
+    client.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
