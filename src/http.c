@@ -18,6 +18,7 @@
 #include <microhttpd.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <errno.h>
 #include <netdb.h>
 #include <stdio.h>
 #include <string.h>
@@ -31,15 +32,25 @@
 #define STREAM_BLOCK_SIZE 8192        /* bytes per content-reader call */
 #define CONNECTION_MEMORY (16 * 1024) /* per-connection pool (libmicrohttpd default 32 KiB) */
 #define IDLE_TIMEOUT_S 120            /* only for connections that are not suspended */
+#define HTTP_SHARDS 4                 /* daemons per listener: see cg_http_start() */
 #define LOOP_WAIT_MS 20               /* the longest one turn of the event loop may block */
 
 static const char SSE_PREAMBLE[] = ": changegate\nretry: 3000\n\n";
 static const char SSE_HEARTBEAT[] = ": heartbeat\n\n";
 static const char NDJSON_HEARTBEAT[] = "{\"heartbeat\":true}\n";
 
-struct cg_http {
+/* One libmicrohttpd daemon and the thread that runs its loop. */
+typedef struct {
     struct MHD_Daemon *daemon;
     pthread_t thread;
+    bool running;
+    cg_http_t *http;
+} shard_t;
+
+struct cg_http {
+    shard_t shards[HTTP_SHARDS];
+    int listen_fd; /* ours, shared by the shards; -1 once closed */
+    bool quiesced;
     atomic_bool stop;
     const cg_config_t *cfg;
     cg_hub_t *hub;
@@ -512,19 +523,43 @@ static void on_mhd_log(void *cls, const char *fmt, va_list ap)
     cg_log_debug("libmicrohttpd: %s", msg);
 }
 
-/* The listener's event loop. libmicrohttpd 0.9.75 drains epoll with
+/* A shard's event loop. libmicrohttpd 0.9.75 drains epoll with
  * `while (epoll_wait(...) == 128)` using the idle timeout for every call, so
  * when exactly a multiple of 128 connections are ready at once (a burst of 256
  * connects, say) the last call blocks, possibly forever, before any of them is
  * served. Driving the loop with MHD_run_wait() bounds that wait. */
 static void *http_loop(void *arg)
 {
-    cg_http_t *http = arg;
-    while (!atomic_load(&http->stop))
-        MHD_run_wait(http->daemon, LOOP_WAIT_MS);
+    shard_t *shard = arg;
+    while (!atomic_load(&shard->http->stop))
+        MHD_run_wait(shard->daemon, LOOP_WAIT_MS);
     return NULL;
 }
 
+/* Binds and listens on the address; returns the socket or -1 with errno. */
+static int open_listener(const struct addrinfo *ai)
+{
+    int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0)
+        return -1;
+    int one = 1;
+    /* SO_REUSEADDR lets a restart bind at once; deliberately not SO_REUSEPORT,
+     * which would let a second process share the port silently. */
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0 ||
+        bind(fd, ai->ai_addr, ai->ai_addrlen) != 0 || listen(fd, SOMAXCONN) != 0) {
+        int e = errno;
+        close(fd);
+        errno = e;
+        return -1;
+    }
+    return fd;
+}
+
+/* Starts a listener as HTTP_SHARDS libmicrohttpd daemons accepting from one
+ * socket, each with its own thread, connections and suspended list (as
+ * libmicrohttpd's own thread pool does). Sharding matters because 0.9.75 walks
+ * a daemon's whole suspended list whenever one connection resumes: with
+ * thousands of parked streams that walk, not the work, would dominate. */
 cg_http_t *cg_http_start(const cg_listen_t *listen, const cg_config_t *cfg, cg_hub_t *hub,
                          cg_watcher_t *watcher, char *err, size_t errlen)
 {
@@ -540,6 +575,13 @@ cg_http_t *cg_http_start(const cg_listen_t *listen, const cg_config_t *cfg, cg_h
                  gai_strerror(gai));
         return NULL;
     }
+    int fd = open_listener(ai);
+    bool ipv6 = ai->ai_family == AF_INET6;
+    freeaddrinfo(ai);
+    if (fd < 0) {
+        snprintf(err, errlen, "%s: cannot listen: %s", listen->spec, strerror(errno));
+        return NULL;
+    }
     /* Leave file descriptors for the watcher, logs and the state file. */
     struct rlimit rl;
     unsigned limit = (unsigned)(cfg->max_subscribers + 64);
@@ -552,30 +594,28 @@ cg_http_t *cg_http_start(const cg_listen_t *listen, const cg_config_t *cfg, cg_h
     http->hub = hub;
     http->watcher = watcher;
     http->spec = bson_strdup(listen->spec);
-    unsigned flags = MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
-    if (ai->ai_family == AF_INET6)
-        flags |= MHD_USE_IPv6;
-    http->daemon = MHD_start_daemon(
-        flags, 0, NULL, NULL, on_request, http, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, http,
-        MHD_OPTION_SOCK_ADDR, ai->ai_addr, MHD_OPTION_CONNECTION_LIMIT, limit,
-        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)CONNECTION_MEMORY,
-        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)IDLE_TIMEOUT_S, MHD_OPTION_LISTENING_ADDRESS_REUSE,
-        (unsigned)1, MHD_OPTION_NOTIFY_COMPLETED, on_completed, http, MHD_OPTION_END);
-    freeaddrinfo(ai);
-    if (!http->daemon) {
-        snprintf(err, errlen, "%s: cannot listen (address in use or not available?)", listen->spec);
-        bson_free(http->spec);
-        bson_free(http);
-        return NULL;
-    }
+    http->listen_fd = fd;
     atomic_init(&http->stop, false);
-    int rc = pthread_create(&http->thread, NULL, http_loop, http);
-    if (rc != 0) {
-        snprintf(err, errlen, "%s: cannot start a thread: %s", listen->spec, strerror(rc));
-        MHD_stop_daemon(http->daemon);
-        bson_free(http->spec);
-        bson_free(http);
-        return NULL;
+    unsigned flags = MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
+    if (ipv6)
+        flags |= MHD_USE_IPv6;
+    for (int i = 0; i < HTTP_SHARDS; i++) {
+        shard_t *sh = &http->shards[i];
+        sh->http = http;
+        /* Each shard may take every connection: the kernel decides who accepts. */
+        sh->daemon = MHD_start_daemon(
+            flags, 0, NULL, NULL, on_request, http, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, http,
+            MHD_OPTION_LISTEN_SOCKET, (MHD_socket)fd, MHD_OPTION_CONNECTION_LIMIT, limit,
+            MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)CONNECTION_MEMORY,
+            MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)IDLE_TIMEOUT_S, MHD_OPTION_NOTIFY_COMPLETED,
+            on_completed, http, MHD_OPTION_END);
+        int rc = sh->daemon ? pthread_create(&sh->thread, NULL, http_loop, sh) : -1;
+        if (rc != 0) {
+            snprintf(err, errlen, "%s: cannot start its HTTP server", listen->spec);
+            cg_http_stop(http);
+            return NULL;
+        }
+        sh->running = true;
     }
     cg_log_info("listening on %s (at most %u connections)", listen->spec, limit);
     return http;
@@ -583,18 +623,30 @@ cg_http_t *cg_http_start(const cg_listen_t *listen, const cg_config_t *cfg, cg_h
 
 void cg_http_quiesce(cg_http_t *http)
 {
-    MHD_socket fd = MHD_quiesce_daemon(http->daemon);
-    if (fd != MHD_INVALID_SOCKET)
-        close(fd);
+    /* Each daemon hands the shared socket back instead of closing it. */
+    for (int i = 0; i < HTTP_SHARDS; i++)
+        if (http->shards[i].daemon)
+            MHD_quiesce_daemon(http->shards[i].daemon);
+    http->quiesced = true;
+    if (http->listen_fd >= 0)
+        close(http->listen_fd);
+    http->listen_fd = -1;
 }
 
 void cg_http_stop(cg_http_t *http)
 {
     if (!http)
         return;
+    if (!http->quiesced)
+        cg_http_quiesce(http);
     atomic_store(&http->stop, true);
-    pthread_join(http->thread, NULL);
-    MHD_stop_daemon(http->daemon);
+    for (int i = 0; i < HTTP_SHARDS; i++) {
+        shard_t *sh = &http->shards[i];
+        if (sh->running)
+            pthread_join(sh->thread, NULL);
+        if (sh->daemon)
+            MHD_stop_daemon(sh->daemon);
+    }
     bson_free(http->spec);
     bson_free(http);
 }
