@@ -1595,8 +1595,8 @@ static const struct {
     {"number", (1u << 1) | (1u << 16) | (1u << 18) | (1u << 19)},
 };
 
-/* Whole-number value of a numeric BSON value, if it is one. */
-static bool whole_number(const bson_value_t *v, int64_t *out)
+/* Truncates a number toward zero (MongoDB's $mod arguments). */
+static bool trunc_number(const bson_value_t *v, int64_t *out)
 {
     switch (v->value_type) {
     case BSON_TYPE_INT32:
@@ -1605,23 +1605,38 @@ static bool whole_number(const bson_value_t *v, int64_t *out)
         return true;
     case BSON_TYPE_DOUBLE: {
         double d = v->value.v_double;
-        if (!isfinite(d) || d != trunc(d) || d < -9223372036854775808.0 ||
-            d >= 9223372036854775808.0)
+        if (!isfinite(d))
+            return false;
+        d = trunc(d);
+        if (d < -9223372036854775808.0 || d >= 9223372036854775808.0)
             return false;
         *out = (int64_t)d;
         return true;
     }
     case BSON_TYPE_DECIMAL128: {
-        dec_t d, back;
+        dec_t d;
         dec_decode(&v->value.v_decimal128, &d);
-        if (!dec_trunc_i64(&d, out))
-            return false;
-        dec_from_i64(*out, &back);
-        return dec_cmp(&d, &back) == 0;
+        return dec_trunc_i64(&d, out);
     }
     default:
         return false;
     }
+}
+
+/* Whole-number value of a numeric BSON value, if it is one (no truncation). */
+static bool whole_number(const bson_value_t *v, int64_t *out)
+{
+    if (!trunc_number(v, out))
+        return false;
+    if (v->value_type == BSON_TYPE_DOUBLE)
+        return v->value.v_double == (double)*out;
+    if (v->value_type == BSON_TYPE_DECIMAL128) {
+        dec_t d, back;
+        dec_decode(&v->value.v_decimal128, &d);
+        dec_from_i64(*out, &back);
+        return dec_cmp(&d, &back) == 0;
+    }
+    return true;
 }
 
 static bool type_one(cc_t *cc, const bson_value_t *v, uint32_t *mask)
@@ -1706,34 +1721,6 @@ static bool truthy(const bson_value_t *v)
     }
     default:
         return true;
-    }
-}
-
-/* Truncates a number toward zero (MongoDB's $mod arguments). */
-static bool trunc_number(const bson_value_t *v, int64_t *out)
-{
-    switch (v->value_type) {
-    case BSON_TYPE_INT32:
-    case BSON_TYPE_INT64:
-        *out = num_i64(v);
-        return true;
-    case BSON_TYPE_DOUBLE: {
-        double d = v->value.v_double;
-        if (!isfinite(d))
-            return false;
-        d = trunc(d);
-        if (d < -9223372036854775808.0 || d >= 9223372036854775808.0)
-            return false;
-        *out = (int64_t)d;
-        return true;
-    }
-    case BSON_TYPE_DECIMAL128: {
-        dec_t d;
-        dec_decode(&v->value.v_decimal128, &d);
-        return dec_trunc_i64(&d, out);
-    }
-    default:
-        return false;
     }
 }
 
