@@ -59,7 +59,8 @@ START_TEST(ndjson_line_wraps_id_and_event)
     cg_event_t *ev = cg_event_new_change(b, err, sizeof err);
     ck_assert_uint_eq(ev->frames.ndjson_len, strlen(ev->frames.ndjson));
     ck_assert_int_eq(ev->frames.ndjson[ev->frames.ndjson_len - 1], '\n');
-    ck_assert_ptr_eq(strchr(ev->frames.ndjson, '\n'), ev->frames.ndjson + ev->frames.ndjson_len - 1);
+    ck_assert_ptr_eq(strchr(ev->frames.ndjson, '\n'),
+                     ev->frames.ndjson + ev->frames.ndjson_len - 1);
     json_error_t je;
     json_t *line = json_loads(ev->frames.ndjson, 0, &je);
     ck_assert_ptr_nonnull(line);
@@ -77,7 +78,7 @@ START_TEST(reset_is_a_named_event_that_moves_the_id)
 {
     cg_event_t *ev = cg_event_new_reset("82FF", "history_lost");
     ck_assert_str_eq(ev->frames.sse, "event: reset\nid: 82FF\ndata: "
-                              "{\"reason\":\"history_lost\",\"lastEventId\":\"82FF\"}\n\n");
+                                     "{\"reason\":\"history_lost\",\"lastEventId\":\"82FF\"}\n\n");
     ck_assert_str_eq(ev->frames.ndjson,
                      "{\"reset\":{\"reason\":\"history_lost\",\"lastEventId\":\"82FF\"}}\n");
     cg_event_unref(ev);

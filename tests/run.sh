@@ -35,11 +35,11 @@ WERROR=""
 [ "${CI:-}" = true ] && WERROR=--enable-werror
 
 echo "== lint"
-fmt_out=$(clang-format --dry-run --Werror src/*.c src/*.h tests/*.c tests/*.h bench/*.c 2>&1)
+fmt_out=$(clang-format --dry-run --Werror src/*.c src/*.h tests/*.c tests/*.h tests/differential/*.c bench/*.c 2>&1)
 record "clang-format" $?
 [ -n "$fmt_out" ] && echo "$fmt_out" | head -20
 cppcheck -q --enable=warning,performance,portability --error-exitcode=1 --inline-suppr \
-  --suppress=missingIncludeSystem -I src src/ bench/
+  --suppress=missingIncludeSystem -I src src/ bench/ tests/differential/
 record "cppcheck" $?
 
 [ -f configure ] || autoreconf -fi >/dev/null || exit 1
