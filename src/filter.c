@@ -17,7 +17,8 @@ struct cg_filter {
     size_t n_ns;
     char **ops;
     size_t n_ops;
-    bson_t ids; /* {"0": v0, "1": v1, ...}: the id values, as an array document */
+    bson_t
+        *ids; /* {"0": v0, "1": v1, ...}: the id values (a pointer: bson_t is 128-byte aligned) */
     uint32_t n_ids;
     cg_match_t *query; /* the `filter` parameter, until compiled in */
     bool has_query;
@@ -45,7 +46,7 @@ static const char *const known_ops[] = {"insert",
 cg_filter_t *cg_filter_new(void)
 {
     cg_filter_t *f = bson_malloc0(sizeof(cg_filter_t));
-    bson_init(&f->ids);
+    f->ids = bson_new();
     return f;
 }
 
@@ -61,7 +62,7 @@ void cg_filter_free(cg_filter_t *f)
     for (size_t i = 0; i < f->n_ops; i++)
         bson_free(f->ops[i]);
     bson_free(f->ops);
-    bson_destroy(&f->ids);
+    bson_destroy(f->ids);
     cg_match_free(f->query);
     cg_match_free(f->match);
     bson_free(f);
@@ -170,7 +171,7 @@ int cg_filter_add_id(cg_filter_t *f, const char *json, char *err, size_t errlen)
     }
     char key[24];
     snprintf(key, sizeof key, "%u", f->n_ids++);
-    bson_append_iter(&f->ids, key, -1, &it);
+    bson_append_iter(f->ids, key, -1, &it);
     bson_destroy(&doc);
     return 0;
 }
@@ -249,7 +250,7 @@ static bool shorthand_query(const cg_filter_t *f, bson_t *q)
     if (f->n_ids) {
         and_next(&and_arr, &n, &cond);
         bson_append_document_begin(&cond, "documentKey._id", -1, &sub);
-        BSON_APPEND_ARRAY(&sub, "$in", &f->ids);
+        BSON_APPEND_ARRAY(&sub, "$in", f->ids);
         bson_append_document_end(&cond, &sub);
         bson_append_document_end(&and_arr, &cond);
     }
