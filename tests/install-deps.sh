@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 
 PACKAGES=(
   build-essential autoconf automake libtool pkg-config
-  libmongoc-dev libbson-dev libmicrohttpd-dev libjansson-dev check
+  libmongoc-dev libbson-dev libmicrohttpd-dev libjansson-dev libpcre2-dev check
   python3 python3-pymongo python3-bson python3-mongomock
   curl valgrind cppcheck clang-format
 )
