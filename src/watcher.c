@@ -305,9 +305,11 @@ static void set_resume(loop_state_t *st, const char *position)
     st->resume = position ? bson_strdup(position) : NULL;
 }
 
-/* A stream could not be opened or broke. Decides where to resume next. */
-static void on_stream_error(cg_watcher_t *w, loop_state_t *st, const bson_error_t *error,
-                            const bson_t *reply, int *backoff)
+/* A stream could not be opened or broke: decides where to resume next.
+ * Returns true when MongoDB could not be reached, so the caller should, once
+ * the stream is destroyed, drop the client and back off (back_off()). */
+static bool on_stream_error(cg_watcher_t *w, loop_state_t *st, const bson_error_t *error,
+                            const bson_t *reply)
 {
     if (is_fatal_resume_error(error, reply)) {
         cg_log_warn("watcher: cannot resume after %s: %s", st->resume ? st->resume : "(now)",
@@ -322,11 +324,17 @@ static void on_stream_error(cg_watcher_t *w, loop_state_t *st, const bson_error_
         }
         st->replay_fallback = false;
         st->start_after = false;
-        return;
+        return false;
     }
     set_status(w, false, "cannot reach MongoDB: %s", error->message);
-    /* A fresh client re-discovers the server at once instead of waiting out
-     * the single-threaded client's 5 s reconnect cool-down. */
+    return true;
+}
+
+/* Drops the client (its streams must be destroyed already) and waits. A fresh
+ * client re-discovers the server at once instead of waiting out the
+ * single-threaded client's 5 s reconnect cool-down. */
+static void back_off(cg_watcher_t *w, int *backoff)
+{
     mongoc_client_destroy(w->client);
     w->client = NULL;
     sleep_ms(w, *backoff);
@@ -391,21 +399,21 @@ static void *watcher_main(void *arg)
             mongoc_client_set_error_api(w->client, MONGOC_ERROR_API_VERSION_2);
         }
         mongoc_change_stream_t *stream = open_stream(w, st.resume, st.start_after);
+        bool unreachable = false;
         if (mongoc_change_stream_error_document(stream, &error, &reply)) {
-            bson_t reply_copy;
-            bson_copy_to(reply, &reply_copy);
+            unreachable = on_stream_error(w, &st, &error, reply);
             mongoc_change_stream_destroy(stream);
-            on_stream_error(w, &st, &error, &reply_copy, &backoff);
-            bson_destroy(&reply_copy);
+            if (unreachable)
+                back_off(w, &backoff);
             continue;
         }
         backoff = BACKOFF_MIN_MS;
         set_status(w, true, "streaming from %s", w->cfg->watch);
         char *opened_at = st.resume ? bson_strdup(st.resume) : stream_position(stream);
-        if (st.reset_reason && !cg_hub_journal_empty(w->hub))
-            cg_hub_publish(w->hub, cg_event_new_reset(opened_at, st.reset_reason));
-        else if (cg_hub_journal_empty(w->hub))
+        if (cg_hub_journal_empty(w->hub))
             cg_hub_publish(w->hub, cg_event_new_mark(opened_at)); /* makes opened_at resumable */
+        else if (st.reset_reason)
+            cg_hub_publish(w->hub, cg_event_new_reset(opened_at, st.reset_reason));
         if (opened_at)
             set_last(w, opened_at);
         bson_free(opened_at);
@@ -420,10 +428,7 @@ static void *watcher_main(void *arg)
                 if (invalidated)
                     break;
             } else if (mongoc_change_stream_error_document(stream, &error, &reply)) {
-                bson_t reply_copy;
-                bson_copy_to(reply, &reply_copy);
-                on_stream_error(w, &st, &error, &reply_copy, &backoff);
-                bson_destroy(&reply_copy);
+                unreachable = on_stream_error(w, &st, &error, reply);
                 break;
             } else {
                 /* An empty batch: MongoDB has nothing newer, so we are live. */
@@ -444,6 +449,8 @@ static void *watcher_main(void *arg)
             }
         }
         mongoc_change_stream_destroy(stream);
+        if (unreachable)
+            back_off(w, &backoff);
     }
     persist(w);
     bson_free(st.resume);
