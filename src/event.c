@@ -79,8 +79,6 @@ cg_event_t *cg_event_new_change(const bson_t *change, char *err, size_t errlen)
     ev->position = position;
     ev->doc = bson_copy(change);
     ev->op = utf8_field(change, "operationType");
-    ev->db = utf8_field(change, "ns.db");
-    ev->coll = utf8_field(change, "ns.coll");
     if (bson_iter_init_find(&it, change, "clusterTime") && BSON_ITER_HOLDS_TIMESTAMP(&it)) {
         uint32_t t, i;
         bson_iter_timestamp(&it, &t, &i);
@@ -151,8 +149,6 @@ void cg_event_unref(cg_event_t *ev)
     if (ev->doc)
         bson_destroy(ev->doc);
     bson_free(ev->op);
-    bson_free(ev->db);
-    bson_free(ev->coll);
     bson_free(ev->reason);
     free_frames(&ev->frames);
     while (ev->projected) {

@@ -37,11 +37,10 @@ typedef struct cg_projected {
 typedef struct cg_event {
     atomic_uint refs;
     cg_event_kind_t kind;
-    uint64_t seq;    /* assigned by cg_journal_append() */
-    char *position;  /* CHANGE: its _id; RESET/MARK: where the stream (re)starts; may be NULL */
-    bson_t *doc;     /* CHANGE only: the change event */
-    char *op;        /* operationType, or NULL */
-    char *db, *coll; /* ns.db / ns.coll, or NULL */
+    uint64_t seq;   /* assigned by cg_journal_append() */
+    char *position; /* CHANGE: its _id; RESET/MARK: where the stream (re)starts; may be NULL */
+    bson_t *doc;    /* CHANGE only: the change event */
+    char *op;       /* operationType, or NULL */
     int64_t cluster_time;      /* clusterTime seconds, 0 if absent */
     char *reason;              /* RESET only */
     cg_frames_t frames;        /* the whole event */

@@ -1373,11 +1373,10 @@ static node_t *new_leaf(cc_t *cc, uint8_t op, const char *path, size_t plen)
     return n;
 }
 
-static node_t *wrap_not(cc_t *cc, node_t *kid)
+/* Makes kid (not NULL) the only child of n (NULL when its allocation failed).
+ * On failure frees both and returns NULL. */
+static node_t *adopt(cc_t *cc, node_t *n, node_t *kid)
 {
-    if (!kid)
-        return NULL;
-    node_t *n = new_node(cc, K_NOT);
     if (!n || !add_kid(cc, n, kid)) {
         if (n)
             node_free(n);
@@ -1386,6 +1385,11 @@ static node_t *wrap_not(cc_t *cc, node_t *kid)
         return NULL;
     }
     return n;
+}
+
+static node_t *wrap_not(cc_t *cc, node_t *kid)
+{
+    return kid ? adopt(cc, new_node(cc, K_NOT), kid) : NULL;
 }
 
 /* Collapses a one-kid AND into its kid. */
@@ -1800,15 +1804,7 @@ static node_t *elem_match_leaf(cc_t *cc, const char *path, size_t plen, const bs
     loc_pop(cc, old);
     if (!kid)
         return NULL;
-    node_t *n = new_leaf(cc, value_form ? OP_ELEM_VAL : OP_ELEM_OBJ, path, plen);
-    if (!n || !add_kid(cc, n, kid)) {
-        if (n)
-            node_free(n);
-        else
-            node_free(kid);
-        return NULL;
-    }
-    return n;
+    return adopt(cc, new_leaf(cc, value_form ? OP_ELEM_VAL : OP_ELEM_OBJ, path, plen), kid);
 }
 
 static bool first_key_is(const bson_value_t *v, const char *key)

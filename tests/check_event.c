@@ -29,8 +29,6 @@ START_TEST(sse_frame_is_id_then_one_data_line)
     ck_assert_ptr_nonnull(ev);
     ck_assert_str_eq(ev->position, "82AB01");
     ck_assert_str_eq(ev->op, "insert");
-    ck_assert_str_eq(ev->db, "shop");
-    ck_assert_str_eq(ev->coll, "orders");
     ck_assert_int_eq(ev->cluster_time, 1700000000);
     ck_assert_uint_eq(ev->frames.sse_len, strlen(ev->frames.sse));
     ck_assert(strncmp(ev->frames.sse, "id: 82AB01\ndata: ", 17) == 0);
