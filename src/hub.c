@@ -253,7 +253,7 @@ cg_hub_rc_t cg_hub_subscribe(cg_hub_t *hub, const cg_sub_spec_t *spec, cg_sub_t 
     sub->filter = spec->filter;
     sub->ops = spec->ops;
     sub->ctx = spec->ctx;
-    sub->pending = true; /* resolved by the first cg_hub_next once the watcher is live */
+    sub->pending = true; /* resolved below if the watcher is live, else once it is */
     sub->want_position = spec->position ? bson_strdup(spec->position) : NULL;
     sub->heartbeats = spec->heartbeats && hub->heartbeat_ms > 0;
     sub->heartbeat_at = cg_hub_now_ms() + hub->heartbeat_ms;

@@ -11,7 +11,6 @@
 #include <microhttpd.h>
 #include <pthread.h>
 #include <sys/resource.h>
-#include <sys/stat.h>
 #include <time.h>
 
 #include "config.h"
@@ -49,9 +48,9 @@ static const char *uri_hosts(const char *uri)
 
 static int check_config(const cg_config_t *cfg)
 {
-    struct stat st;
-    if (stat(cfg->state_dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
-        fprintf(stderr, "changegate: --state-dir %s is not a directory\n", cfg->state_dir);
+    char err[512];
+    if (cg_watcher_check_state_dir(cfg->state_dir, err, sizeof err) != 0) {
+        fprintf(stderr, "changegate: --state-dir: %s\n", err);
         return 1;
     }
     printf("configuration OK\n");

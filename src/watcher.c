@@ -129,14 +129,20 @@ done:
     free(text);
 }
 
-cg_watcher_t *cg_watcher_new(const cg_config_t *cfg, cg_hub_t *hub, char *err, size_t errlen)
+int cg_watcher_check_state_dir(const char *dir, char *err, size_t errlen)
 {
     struct stat st;
-    if (stat(cfg->state_dir, &st) != 0 || !S_ISDIR(st.st_mode) ||
-        access(cfg->state_dir, W_OK | X_OK) != 0) {
-        snprintf(err, errlen, "state dir %s is not a writable directory", cfg->state_dir);
-        return NULL;
+    if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode) || access(dir, W_OK | X_OK) != 0) {
+        snprintf(err, errlen, "state dir %s is not a writable directory", dir);
+        return -1;
     }
+    return 0;
+}
+
+cg_watcher_t *cg_watcher_new(const cg_config_t *cfg, cg_hub_t *hub, char *err, size_t errlen)
+{
+    if (cg_watcher_check_state_dir(cfg->state_dir, err, errlen) != 0)
+        return NULL;
     bson_error_t berr;
     mongoc_uri_t *uri = mongoc_uri_new_with_error(cfg->mongo_uri, &berr);
     if (!uri) {

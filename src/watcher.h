@@ -22,6 +22,10 @@
 
 typedef struct cg_watcher cg_watcher_t;
 
+/* Whether dir can hold the watcher's state: 0, or -1 with a message in err.
+ * Used at start and by --check-config, so both say the same. */
+int cg_watcher_check_state_dir(const char *dir, char *err, size_t errlen);
+
 /* Checks the state directory and reads any saved position. The watcher keeps
  * pointers into cfg and hub: both must outlive it. Returns NULL with err. */
 cg_watcher_t *cg_watcher_new(const cg_config_t *cfg, cg_hub_t *hub, char *err, size_t errlen);
