@@ -507,6 +507,20 @@ static void conn_event(struct conn *c, uint32_t ev)
     }
 }
 
+/* The subscription request: the path is head[0..head_len) + index + tail
+ * (index is where "{i}" stood, or empty). Returns its length. */
+static size_t format_request(char *out, size_t cap, const char *head, int head_len,
+                             const char *index, const char *tail)
+{
+    int n = snprintf(out, cap,
+                     "GET %.*s%s%s HTTP/1.1\r\nHost: %s:%s\r\nAccept: text/event-stream\r\n"
+                     "Cache-Control: no-cache\r\nUser-Agent: changegate-loadclient\r\n\r\n",
+                     head_len, head, index, tail, opt.host, opt.port);
+    if (n < 0 || (size_t)n >= cap)
+        die("request for path %s is too long", opt.path);
+    return (size_t)n;
+}
+
 static void conn_start(struct conn *c)
 {
     int fd = socket(addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -524,10 +538,9 @@ static void conn_start(struct conn *c)
         c->req = malloc(len);
         if (!c->req)
             die("out of memory");
-        snprintf(c->req, len,
-                 "GET %.*s%d%s HTTP/1.1\r\nHost: %s:%s\r\nAccept: text/event-stream\r\n"
-                 "Cache-Control: no-cache\r\nUser-Agent: changegate-loadclient\r\n\r\n",
-                 (int)(mark - opt.path), opt.path, c->idx, mark + 3, opt.host, opt.port);
+        char idx[16];
+        snprintf(idx, sizeof idx, "%d", c->idx);
+        format_request(c->req, len, opt.path, (int)(mark - opt.path), idx, mark + 3);
     }
     n_pending++;
     n_started++;
@@ -611,11 +624,7 @@ int main(int argc, char **argv)
     addrlen = res->ai_addrlen;
     freeaddrinfo(res);
 
-    request_len =
-        (size_t)snprintf(request, sizeof request,
-                         "GET %s HTTP/1.1\r\nHost: %s:%s\r\nAccept: text/event-stream\r\n"
-                         "Cache-Control: no-cache\r\nUser-Agent: changegate-loadclient\r\n\r\n",
-                         opt.path, opt.host, opt.port);
+    request_len = format_request(request, sizeof request, opt.path, (int)strlen(opt.path), "", "");
 
     hist = calloc(HIST_BUCKETS, sizeof *hist);
     conns = calloc((size_t)opt.connections, sizeof *conns);
