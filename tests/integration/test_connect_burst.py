@@ -75,6 +75,22 @@ class Raw:
         return self.head is not None and len(self.body) >= len(PREAMBLE)
 
 
+def read_until(conns, done, seconds):
+    """Reads whatever arrives on any connection until done(c) holds for each, or the
+    time is up; returns the connections still waiting."""
+    deadline = time.monotonic() + seconds
+    waiting = set(conns)
+    while waiting and time.monotonic() < deadline:
+        r, _, _ = select.select([c.sock for c in waiting], [], [], 0.2)
+        by_sock = {c.sock: c for c in waiting}
+        for s in r:
+            c = by_sock[s]
+            c.feed()
+            if done(c):
+                waiting.discard(c)
+    return waiting
+
+
 def story(sc):
     mongo = sc.devmongo()
     cg = sc.changegate(mongo.uri, args=["--max-subscribers", "1000", "--heartbeat", "15"])
@@ -92,16 +108,7 @@ def story(sc):
         unsent = [c for c in unsent if not c.sent]
     h.say("%d requests sent before reading any answer", N)
 
-    deadline = time.monotonic() + 10 * h.SLOW
-    waiting = set(conns)
-    while waiting and time.monotonic() < deadline:
-        r, _, _ = select.select([c.sock for c in waiting], [], [], 0.2)
-        by_sock = {c.sock: c for c in waiting}
-        for s in r:
-            c = by_sock[s]
-            c.feed()
-            if c.ready():
-                waiting.discard(c)
+    waiting = read_until(conns, lambda c: c.ready(), 10 * h.SLOW)
     if waiting:
         no_head = sum(1 for c in waiting if c.head is None)
         status, _, body = cg.health()
@@ -119,16 +126,8 @@ def story(sc):
 
     w = sc.writer(mongo.uri)
     w.insert_seq(0, 1, "burst", "docs")
-    deadline = time.monotonic() + 20 * h.SLOW
-    waiting = set(conns)
-    while waiting and time.monotonic() < deadline:
-        r, _, _ = select.select([c.sock for c in waiting], [], [], 0.2)
-        by_sock = {c.sock: c for c in waiting}
-        for s in r:
-            c = by_sock[s]
-            c.feed()
-            if b'"seq" : 0' in c.body or b'"seq":0' in c.body:
-                waiting.discard(c)
+    waiting = read_until(conns, lambda c: b'"seq" : 0' in c.body or b'"seq":0' in c.body,
+                         20 * h.SLOW)
     h.check(not waiting, "%d of %d subscribers did not get the first event", len(waiting), N)
     h.say("one write reached all %d", N)
 
