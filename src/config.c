@@ -1181,8 +1181,13 @@ void cg_config_usage(FILE *out)
           "  op=OPS            operation types, comma-separated\n"
           "                    (insert,update,replace,delete,...)\n"
           "  id=JSON           documentKey._id values (Extended JSON); repeatable\n"
-          "  filter=JSON       a MongoDB query over the change event (Extended JSON v2)\n"
+          "  filter=JSON       a MongoDB query over the change event (Extended JSON v2),\n"
+          "                    at most 16 KiB and 32 levels deep\n"
           "  fields=PATHS      comma-separated paths to keep in each event\n"
-          "  lastEventId=POS   resume after POS (as the Last-Event-ID header, which wins)\n",
+          "  lastEventId=POS   resume after POS (as the Last-Event-ID header, which wins)\n"
+          "\n"
+          "Request limits: a request line of at most 64 KiB and 512 parameters (else\n"
+          "414 uri_too_long); header fields of at most 16 KiB and 100 fields (else 431\n"
+          "headers_too_large). Errors are JSON: {\"error\": CODE, \"message\": TEXT}.\n",
           out);
 }

@@ -10,8 +10,10 @@
  * Long-polls suspend in the access handler instead, before any response is
  * queued; libmicrohttpd calls the handler again after the resume.
  *
- * Each listener runs libmicrohttpd's epoll loop in a thread of ours, with a
- * bounded wait (see http_loop()), rather than libmicrohttpd's own thread. */
+ * Connections arrive through the gate (gate.c), which hands each one to a
+ * shard: one of HTTP_SHARDS daemons with a small per-connection pool, or the
+ * one daemon with a large pool for long request heads. Each shard runs its
+ * daemon's loop in a thread of ours (see shard_loop()). */
 #include "http.h"
 
 #include <jansson.h>
@@ -22,35 +24,58 @@
 #include <netdb.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "gate.h"
 #include "log.h"
 #include "request.h"
 
-#define STREAM_BLOCK_SIZE 8192        /* bytes per content-reader call */
-#define CONNECTION_MEMORY (16 * 1024) /* per-connection pool (libmicrohttpd default 32 KiB) */
-#define IDLE_TIMEOUT_S 120            /* only for connections that are not suspended */
-#define HTTP_SHARDS 4                 /* daemons per listener: see cg_http_start() */
-#define LOOP_WAIT_MS 20               /* the longest one turn of the event loop may block */
+#define STREAM_BLOCK_SIZE 8192 /* bytes per content-reader call */
+/* Per-connection pools (libmicrohttpd's default is 32 KiB). The gate sends a
+ * head to the small pool when its cost is at most half of it: the other half
+ * is for the answer's headers and the write buffer. The large pool takes the
+ * longest head the gate lets through (gate.h) with room to spare. */
+#define SMALL_POOL (16 * 1024)
+#define LARGE_POOL (256 * 1024)
+#define IDLE_TIMEOUT_S 120 /* only for connections that are not suspended */
+#define HTTP_SHARDS 4      /* small-pool daemons per listener: see cg_http_start() */
+#define LOOP_WAIT_MS 20    /* the longest a shard sleeps: see shard_loop() */
 
 static const char SSE_PREAMBLE[] = ": changegate\nretry: 3000\n\n";
 static const char SSE_HEARTBEAT[] = ": heartbeat\n\n";
 static const char NDJSON_HEARTBEAT[] = "{\"heartbeat\":true}\n";
 
-/* One libmicrohttpd daemon and the thread that runs its loop. */
+/* A connection the gate has passed, on its way to a shard. */
+typedef struct {
+    int fd;
+    struct sockaddr_storage addr;
+    socklen_t addrlen;
+} arrival_t;
+
+/* One libmicrohttpd daemon and the thread that runs its loop. The gate's
+ * thread queues arrivals; only the shard's thread adds them to its daemon,
+ * because libmicrohttpd's external loop is not safe against another thread
+ * adding connections while it runs. */
 typedef struct {
     struct MHD_Daemon *daemon;
     pthread_t thread;
     bool running;
     cg_http_t *http;
+    int epfd;             /* the shard sleeps here: on the daemon's epoll fd and wake_fd */
+    int wake_fd;          /* eventfd: arrivals queued, or stopping */
+    pthread_mutex_t lock; /* guards the arrivals */
+    arrival_t *arrivals;
+    size_t n_arrivals, cap_arrivals;
 } shard_t;
 
 struct cg_http {
-    shard_t shards[HTTP_SHARDS];
-    int listen_fd; /* ours, shared by the shards; -1 once closed */
-    bool quiesced;
+    shard_t shards[HTTP_SHARDS + 1]; /* the last one has the large pool */
+    cg_gate_t *gate;
+    atomic_uint next_shard;
     atomic_bool stop;
     const cg_config_t *cfg;
     cg_hub_t *hub;
@@ -523,43 +548,108 @@ static void on_mhd_log(void *cls, const char *fmt, va_list ap)
     cg_log_debug("libmicrohttpd: %s", msg);
 }
 
-/* A shard's event loop. libmicrohttpd 0.9.75 drains epoll with
- * `while (epoll_wait(...) == 128)` using the idle timeout for every call, so
- * when exactly a multiple of 128 connections are ready at once (a burst of 256
- * connects, say) the last call blocks, possibly forever, before any of them is
- * served. Driving the loop with MHD_run_wait() bounds that wait. */
-static void *http_loop(void *arg)
+/* Called on the gate's thread: queues the connection for its shard. */
+static void on_arrival(void *ctx, int fd, const struct sockaddr *addr, socklen_t addrlen,
+                       cg_gate_class_t cls)
 {
-    shard_t *shard = arg;
-    while (!atomic_load(&shard->http->stop))
-        MHD_run_wait(shard->daemon, LOOP_WAIT_MS);
+    cg_http_t *http = ctx;
+    shard_t *sh = cls == CG_GATE_LARGE
+                      ? &http->shards[HTTP_SHARDS]
+                      : &http->shards[atomic_fetch_add(&http->next_shard, 1) % HTTP_SHARDS];
+    pthread_mutex_lock(&sh->lock);
+    if (sh->n_arrivals == sh->cap_arrivals) {
+        sh->cap_arrivals = sh->cap_arrivals ? 2 * sh->cap_arrivals : 64;
+        sh->arrivals = bson_realloc(sh->arrivals, sh->cap_arrivals * sizeof *sh->arrivals);
+    }
+    arrival_t *a = &sh->arrivals[sh->n_arrivals++];
+    a->fd = fd;
+    memcpy(&a->addr, addr, addrlen);
+    a->addrlen = addrlen;
+    pthread_mutex_unlock(&sh->lock);
+    uint64_t one = 1;
+    ssize_t w = write(sh->wake_fd, &one, sizeof one);
+    (void)w; /* only fails when the counter is already huge, which also wakes */
+}
+
+/* Runs on the shard's thread: hands queued arrivals to the daemon, which from
+ * then on owns (and eventually closes) each socket. */
+static void take_arrivals(shard_t *sh)
+{
+    uint64_t count;
+    ssize_t r = read(sh->wake_fd, &count, sizeof count);
+    (void)r; /* EAGAIN: nothing signalled; the queue is checked anyway */
+    pthread_mutex_lock(&sh->lock);
+    arrival_t *batch = sh->arrivals;
+    size_t n = sh->n_arrivals;
+    sh->arrivals = NULL;
+    sh->n_arrivals = sh->cap_arrivals = 0;
+    pthread_mutex_unlock(&sh->lock);
+    for (size_t i = 0; i < n; i++)
+        if (MHD_add_connection(sh->daemon, batch[i].fd, (struct sockaddr *)&batch[i].addr,
+                               batch[i].addrlen) != MHD_YES)
+            cg_log_debug("%s: a connection was refused: %s", sh->http->spec, strerror(errno));
+    bson_free(batch);
+}
+
+/* A shard's event loop: sleep on the daemon's epoll fd (readable when a
+ * socket is ready or a suspended connection was resumed) and on the arrivals
+ * eventfd, then let libmicrohttpd do what is due without blocking. The sleep
+ * is capped at LOOP_WAIT_MS because 0.9.75 keeps connections it has not
+ * finished with (just resumed, or with more to write) on an internal list
+ * that neither its epoll fd nor MHD_get_timeout() reports: with a 1 s cap a
+ * fast stream crawled at one step per second. MHD_run() rather than
+ * MHD_run_wait() also sidesteps a 0.9.75 bug: its epoll loop repeats
+ * `epoll_wait` with the full timeout while exactly 128 events came back, so a
+ * burst of 256 ready connections could block it. */
+static void *shard_loop(void *arg)
+{
+    shard_t *sh = arg;
+    struct epoll_event evs[2];
+    while (!atomic_load(&sh->http->stop)) {
+        MHD_UNSIGNED_LONG_LONG timeout;
+        int wait_ms = LOOP_WAIT_MS;
+        if (MHD_get_timeout(sh->daemon, &timeout) == MHD_YES && timeout < (unsigned)wait_ms)
+            wait_ms = (int)timeout;
+        epoll_wait(sh->epfd, evs, 2, wait_ms);
+        take_arrivals(sh);
+        MHD_run(sh->daemon);
+    }
     return NULL;
 }
 
-/* Binds and listens on the address; returns the socket or -1 with errno. */
-static int open_listener(const struct addrinfo *ai)
+static bool start_shard(cg_http_t *http, shard_t *sh, unsigned flags, unsigned limit, size_t pool)
 {
-    int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-    if (fd < 0)
-        return -1;
-    int one = 1;
-    /* SO_REUSEADDR lets a restart bind at once; deliberately not SO_REUSEPORT,
-     * which would let a second process share the port silently. */
-    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0 ||
-        bind(fd, ai->ai_addr, ai->ai_addrlen) != 0 || listen(fd, SOMAXCONN) != 0) {
-        int e = errno;
-        close(fd);
-        errno = e;
-        return -1;
-    }
-    return fd;
+    sh->http = http;
+    sh->epfd = sh->wake_fd = -1;
+    pthread_mutex_init(&sh->lock, NULL);
+    sh->daemon = MHD_start_daemon(
+        flags, 0, NULL, NULL, on_request, http, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, http,
+        MHD_OPTION_CONNECTION_LIMIT, limit, MHD_OPTION_CONNECTION_MEMORY_LIMIT, pool,
+        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)IDLE_TIMEOUT_S, MHD_OPTION_NOTIFY_COMPLETED,
+        on_completed, http, MHD_OPTION_END);
+    if (!sh->daemon)
+        return false;
+    const union MHD_DaemonInfo *info = MHD_get_daemon_info(sh->daemon, MHD_DAEMON_INFO_EPOLL_FD);
+    sh->epfd = epoll_create1(EPOLL_CLOEXEC);
+    sh->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (!info || sh->epfd < 0 || sh->wake_fd < 0)
+        return false;
+    struct epoll_event dev = {.events = EPOLLIN, .data.fd = info->epoll_fd};
+    struct epoll_event wev = {.events = EPOLLIN, .data.fd = sh->wake_fd};
+    if (epoll_ctl(sh->epfd, EPOLL_CTL_ADD, info->epoll_fd, &dev) != 0 ||
+        epoll_ctl(sh->epfd, EPOLL_CTL_ADD, sh->wake_fd, &wev) != 0 ||
+        pthread_create(&sh->thread, NULL, shard_loop, sh) != 0)
+        return false;
+    sh->running = true;
+    return true;
 }
 
-/* Starts a listener as HTTP_SHARDS libmicrohttpd daemons accepting from one
- * socket, each with its own thread, connections and suspended list (as
- * libmicrohttpd's own thread pool does). Sharding matters because 0.9.75 walks
- * a daemon's whole suspended list whenever one connection resumes: with
- * thousands of parked streams that walk, not the work, would dominate. */
+/* Starts a listener: the gate accepting on our socket, and the shards it
+ * hands connections to, each a daemon with its own thread, connections and
+ * suspended list (as libmicrohttpd's own thread pool does). Sharding matters
+ * because 0.9.75 walks a daemon's whole suspended list whenever one
+ * connection resumes: with thousands of parked streams that walk, not the
+ * work, would dominate. */
 cg_http_t *cg_http_start(const cg_listen_t *listen, const cg_config_t *cfg, cg_hub_t *hub,
                          cg_watcher_t *watcher, char *err, size_t errlen)
 {
@@ -575,7 +665,7 @@ cg_http_t *cg_http_start(const cg_listen_t *listen, const cg_config_t *cfg, cg_h
                  gai_strerror(gai));
         return NULL;
     }
-    int fd = open_listener(ai);
+    int fd = cg_gate_listen(ai->ai_addr, ai->ai_addrlen);
     bool ipv6 = ai->ai_family == AF_INET6;
     freeaddrinfo(ai);
     if (fd < 0) {
@@ -594,28 +684,27 @@ cg_http_t *cg_http_start(const cg_listen_t *listen, const cg_config_t *cfg, cg_h
     http->hub = hub;
     http->watcher = watcher;
     http->spec = bson_strdup(listen->spec);
-    http->listen_fd = fd;
     atomic_init(&http->stop, false);
-    unsigned flags = MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
+    atomic_init(&http->next_shard, 0);
+    unsigned flags =
+        MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_NO_LISTEN_SOCKET | MHD_USE_ERROR_LOG;
     if (ipv6)
         flags |= MHD_USE_IPv6;
-    for (int i = 0; i < HTTP_SHARDS; i++) {
-        shard_t *sh = &http->shards[i];
-        sh->http = http;
-        /* Each shard may take every connection: the kernel decides who accepts. */
-        sh->daemon = MHD_start_daemon(
-            flags, 0, NULL, NULL, on_request, http, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, http,
-            MHD_OPTION_LISTEN_SOCKET, (MHD_socket)fd, MHD_OPTION_CONNECTION_LIMIT, limit,
-            MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)CONNECTION_MEMORY,
-            MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)IDLE_TIMEOUT_S, MHD_OPTION_NOTIFY_COMPLETED,
-            on_completed, http, MHD_OPTION_END);
-        int rc = sh->daemon ? pthread_create(&sh->thread, NULL, http_loop, sh) : -1;
-        if (rc != 0) {
+    /* Each shard may take every connection: the file-descriptor limit is the
+     * real bound, and no shard should refuse while others have room. */
+    for (int i = 0; i <= HTTP_SHARDS; i++) {
+        size_t pool = i < HTTP_SHARDS ? SMALL_POOL : LARGE_POOL;
+        if (!start_shard(http, &http->shards[i], flags, limit, pool)) {
             snprintf(err, errlen, "%s: cannot start its HTTP server", listen->spec);
+            close(fd);
             cg_http_stop(http);
             return NULL;
         }
-        sh->running = true;
+    }
+    http->gate = cg_gate_start(fd, listen->spec, SMALL_POOL / 2, on_arrival, http, err, errlen);
+    if (!http->gate) {
+        cg_http_stop(http);
+        return NULL;
     }
     cg_log_info("listening on %s (at most %u connections)", listen->spec, limit);
     return http;
@@ -623,29 +712,35 @@ cg_http_t *cg_http_start(const cg_listen_t *listen, const cg_config_t *cfg, cg_h
 
 void cg_http_quiesce(cg_http_t *http)
 {
-    /* Each daemon hands the shared socket back instead of closing it. */
-    for (int i = 0; i < HTTP_SHARDS; i++)
-        if (http->shards[i].daemon)
-            MHD_quiesce_daemon(http->shards[i].daemon);
-    http->quiesced = true;
-    if (http->listen_fd >= 0)
-        close(http->listen_fd);
-    http->listen_fd = -1;
+    cg_gate_close(http->gate);
 }
 
 void cg_http_stop(cg_http_t *http)
 {
     if (!http)
         return;
-    if (!http->quiesced)
-        cg_http_quiesce(http);
+    cg_gate_free(http->gate);
     atomic_store(&http->stop, true);
-    for (int i = 0; i < HTTP_SHARDS; i++) {
+    for (int i = 0; i <= HTTP_SHARDS; i++) {
         shard_t *sh = &http->shards[i];
-        if (sh->running)
+        if (!sh->http)
+            continue; /* never started */
+        if (sh->running) {
+            uint64_t one = 1;
+            ssize_t w = write(sh->wake_fd, &one, sizeof one);
+            (void)w;
             pthread_join(sh->thread, NULL);
+        }
         if (sh->daemon)
             MHD_stop_daemon(sh->daemon);
+        for (size_t k = 0; k < sh->n_arrivals; k++)
+            close(sh->arrivals[k].fd);
+        bson_free(sh->arrivals);
+        if (sh->epfd >= 0)
+            close(sh->epfd);
+        if (sh->wake_fd >= 0)
+            close(sh->wake_fd);
+        pthread_mutex_destroy(&sh->lock);
     }
     bson_free(http->spec);
     bson_free(http);
