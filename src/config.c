@@ -29,6 +29,8 @@ enum {
     CG_OPT_JOURNAL_SIZE,
     CG_OPT_HEARTBEAT,
     CG_OPT_MAX_SUBSCRIBERS,
+    CG_OPT_MAX_CATCHUP,
+    CG_OPT_WRITE_TIMEOUT,
     CG_OPT_CORS_ORIGIN,
     CG_OPT_LOG_LEVEL,
     CG_OPT_CHECK_CONFIG,
@@ -57,6 +59,8 @@ static const struct {
     [CG_OPT_JOURNAL_SIZE] = {"journal-size", "N", CG_OPTF_VALUE},
     [CG_OPT_HEARTBEAT] = {"heartbeat", "SECONDS", CG_OPTF_VALUE},
     [CG_OPT_MAX_SUBSCRIBERS] = {"max-subscribers", "N", CG_OPTF_VALUE},
+    [CG_OPT_MAX_CATCHUP] = {"max-catchup", "N", CG_OPTF_VALUE},
+    [CG_OPT_WRITE_TIMEOUT] = {"write-timeout", "SECONDS", CG_OPTF_VALUE},
     [CG_OPT_CORS_ORIGIN] = {"cors-origin", "ORIGIN", CG_OPTF_VALUE | CG_OPTF_REPEAT},
     [CG_OPT_LOG_LEVEL] = {"log-level", "LEVEL", CG_OPTF_VALUE},
     [CG_OPT_CHECK_CONFIG] = {"check-config", NULL, CG_OPTF_CLI_ONLY},
@@ -1054,6 +1058,10 @@ int cg_config_parse(cg_config_t *cfg, int argc, char **argv, char *err, size_t e
                                                     3600, " of seconds", &errs);
     cfg->max_subscribers = (size_t)cg_config_check_uint(
         one[CG_OPT_MAX_SUBSCRIBERS], CG_OPT_MAX_SUBSCRIBERS, 10000, 1, 1000000, "", &errs);
+    cfg->max_catchup = (size_t)cg_config_check_uint(one[CG_OPT_MAX_CATCHUP], CG_OPT_MAX_CATCHUP, 16,
+                                                    1, 1000, "", &errs);
+    cfg->write_timeout = (unsigned)cg_config_check_uint(
+        one[CG_OPT_WRITE_TIMEOUT], CG_OPT_WRITE_TIMEOUT, 60, 1, 3600, " of seconds", &errs);
     cg_config_check_cors(cfg, pick[CG_OPT_CORS_ORIGIN], &errs);
 
     const cg_config_raw_t *ll = one[CG_OPT_LOG_LEVEL];
@@ -1143,6 +1151,11 @@ void cg_config_usage(FILE *out)
           "                         (default: 15)\n"
           "  --max-subscribers N    concurrent streams plus waiting polls, 1 to 1000000;\n"
           "                         beyond it requests get 503 (default: 10000)\n"
+          "  --max-catchup N        change streams open at once to bring subscribers with\n"
+          "                         positions older than the journal up to it, 1 to 1000;\n"
+          "                         more such subscribers wait their turn (default: 16)\n"
+          "  --write-timeout SECONDS  a client that takes nothing for this long while\n"
+          "                         data waits is disconnected, 1 to 3600 (default: 60)\n"
           "  --cors-origin ORIGIN   an origin allowed to subscribe from a browser: * or\n"
           "                         http(s)://HOST[:PORT] with no path; repeatable\n"
           "                         (default: none)\n"

@@ -38,6 +38,8 @@ typedef struct cg_config {
     size_t journal_size;    /* default 10000 */
     unsigned heartbeat;     /* seconds, default 15 */
     size_t max_subscribers; /* default 10000 */
+    size_t max_catchup;     /* default 16 */
+    unsigned write_timeout; /* seconds, default 60 */
     char **cors_origins;    /* "*" or "scheme://host[:port]" */
     size_t n_cors_origins;
     cg_log_level_t log_level;

@@ -32,6 +32,7 @@
 
 #include "gate.h"
 #include "log.h"
+#include "metrics.h"
 #include "request.h"
 
 #define STREAM_BLOCK_SIZE 8192 /* bytes per content-reader call */
@@ -94,9 +95,10 @@ typedef struct {
     size_t cur_off;
     const char *lit; /* stream: literal bytes being written (preamble, heartbeat) */
     size_t lit_len, lit_off;
-    bool begun;   /* routed, and answered or subscribed */
-    bool ending;  /* stream: the hub is stopping */
-    char *origin; /* allowed CORS origin to echo, or NULL */
+    char *heartbeat; /* stream: the last heartbeat made, with its position (owned) */
+    bool begun;      /* routed, and answered or subscribed */
+    bool ending;     /* stream: the hub is stopping */
+    char *origin;    /* allowed CORS origin to echo, or NULL */
     bool origin_credentials;
 } conn_ctx_t;
 
@@ -147,6 +149,26 @@ static enum MHD_Result send_error(conn_ctx_t *c, const char *retry_after)
 
 /* ---- streams (SSE and NDJSON) ---- */
 
+/* A heartbeat carries the subscriber's position (the newest event it has
+ * considered, wanted or not) so a client with a narrow filter resumes from
+ * near now: an id-only SSE message moves EventSource's lastEventId without
+ * firing an event. Positions are URL-safe, so they need no escaping. */
+static void make_heartbeat(conn_ctx_t *c)
+{
+    char *position = cg_hub_sub_position(c->http->hub, c->sub);
+    bson_free(c->heartbeat);
+    c->heartbeat = NULL;
+    if (position)
+        c->heartbeat =
+            c->req.ndjson
+                ? bson_strdup_printf("{\"heartbeat\":true,\"lastEventId\":\"%s\"}\n", position)
+                : bson_strdup_printf(": heartbeat\nid: %s\n\n", position);
+    bson_free(position);
+    c->lit = c->heartbeat ? c->heartbeat : c->req.ndjson ? NDJSON_HEARTBEAT : SSE_HEARTBEAT;
+    c->lit_len = strlen(c->lit);
+    c->lit_off = 0;
+}
+
 static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max)
 {
     conn_ctx_t *c = cls;
@@ -185,9 +207,7 @@ static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max)
             c->cur_off = 0;
             continue;
         case CG_NEXT_HEARTBEAT:
-            c->lit = c->req.ndjson ? NDJSON_HEARTBEAT : SSE_HEARTBEAT;
-            c->lit_len = strlen(c->lit);
-            c->lit_off = 0;
+            make_heartbeat(c);
             continue;
         case CG_NEXT_PARKED: /* suspended by on_park; resumed by on_wake */
             return 0;
@@ -385,6 +405,9 @@ static enum MHD_Result send_health(conn_ctx_t *c)
         body =
             json_pack("{s:s, s:s, s:I, s:s?}", "status", "ok", "watcher", status, "subscribers",
                       (json_int_t)cg_hub_subscriber_count(c->http->hub), "lastEventId", position);
+        char lost[512];
+        if (cg_watcher_history_lost(c->http->watcher, lost, sizeof lost))
+            json_object_set_new(body, "warning", json_string(lost));
     } else {
         code = MHD_HTTP_SERVICE_UNAVAILABLE;
         const char *why = streaming ? "catching up with MongoDB after a restart" : status;
@@ -395,6 +418,21 @@ static enum MHD_Result send_health(conn_ctx_t *c)
     char *text = json_dumps(body, JSON_COMPACT);
     json_decref(body);
     return send_json(c, code, text, code == MHD_HTTP_OK ? NULL : "1");
+}
+
+static enum MHD_Result send_metrics(conn_ctx_t *c)
+{
+    char status[512];
+    bool streaming = cg_watcher_status(c->http->watcher, status, sizeof status);
+    char *text = cg_metrics_render(c->http->hub, streaming);
+    struct MHD_Response *r =
+        MHD_create_response_from_buffer(strlen(text), text, MHD_RESPMEM_MUST_COPY);
+    bson_free(text);
+    MHD_add_response_header(r, "Content-Type", "text/plain; version=0.0.4; charset=utf-8");
+    add_common_headers(c, r);
+    enum MHD_Result ret = MHD_queue_response(c->conn, MHD_HTTP_OK, r);
+    MHD_destroy_response(r);
+    return ret;
 }
 
 /* ---- routing ---- */
@@ -464,6 +502,8 @@ static enum MHD_Result begin_request(conn_ctx_t *c, const char *url, const char 
         return send_error(c, NULL);
     if (c->req.endpoint == CG_EP_HEALTHZ)
         return send_health(c);
+    if (c->req.endpoint == CG_EP_METRICS)
+        return send_metrics(c);
 
     bool poll = c->req.endpoint == CG_EP_POLL;
     cg_sub_spec_t spec = {
@@ -533,6 +573,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     }
     cg_event_unref(c->cur);
     cg_request_clear(&c->req);
+    bson_free(c->heartbeat);
     bson_free(c->origin);
     bson_free(c);
     *con_cls = NULL;
@@ -625,7 +666,11 @@ static bool start_shard(cg_http_t *http, shard_t *sh, unsigned flags, unsigned l
     sh->daemon = MHD_start_daemon(
         flags, 0, NULL, NULL, on_request, http, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, http,
         MHD_OPTION_CONNECTION_LIMIT, limit, MHD_OPTION_CONNECTION_MEMORY_LIMIT, pool,
-        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)IDLE_TIMEOUT_S, MHD_OPTION_NOTIFY_COMPLETED,
+        /* A connection that makes no progress for --write-timeout seconds is
+         * closed: a stream whose client stopped reading, an idle keep-alive.
+         * Parked streams are suspended and never time out; heartbeats wake
+         * them, and a dead client then shows up here. */
+        MHD_OPTION_CONNECTION_TIMEOUT, http->cfg->write_timeout, MHD_OPTION_NOTIFY_COMPLETED,
         on_completed, http, MHD_OPTION_END);
     if (!sh->daemon)
         return false;

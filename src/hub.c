@@ -11,10 +11,13 @@
 #include "hub.h"
 
 #include <pthread.h>
-
-#include "index.h"
 #include <string.h>
 #include <time.h>
+
+#include "index.h"
+#include "metrics.h"
+
+#define CATCHUP_RING 1024 /* events a catch-up source keeps for its readers */
 
 /* A projection shared by every subscriber with the same canonical key. */
 typedef struct shared_project {
@@ -23,6 +26,20 @@ typedef struct shared_project {
     size_t refs;
     struct shared_project *next;
 } shared_project_t;
+
+/* A catch-up stream's events. Its ring starts with a MARK at the position the
+ * stream resumes after, so a subscriber asking for that position finds it. */
+struct cg_source {
+    cg_journal_t *ring;
+    enum { SRC_RUNNING, SRC_JOINED, SRC_FAILED } state;
+    uint64_t seam;      /* JOINED: the journal cursor right after the ring's last event */
+    const char *reason; /* FAILED: the reset code */
+    bool stream_open;   /* until cg_hub_catchup_end() */
+    int64_t full_since; /* when the ring became full of unread events; 0: it is not */
+    cg_sub_t *subs;     /* its readers (linked through src_prev/src_next) */
+    size_t n_subs;
+    cg_source_t *prev, *next; /* hub->sources */
+};
 
 struct cg_sub {
     cg_filter_t *filter;
@@ -39,6 +56,13 @@ struct cg_sub {
     int64_t deadline_ms;
     bool parked;
     cg_sub_t *prev, *next; /* the parked list */
+    /* The newest entry considered (delivered or skipped), a reference: where
+     * the subscriber would resume, even once the journal has moved past it. */
+    cg_event_t *last;
+    cg_source_t *src; /* reading a catch-up source (cursor is into its ring), or NULL */
+    cg_sub_t *src_prev, *src_next;
+    bool waiting; /* for a catch-up slot (on hub->waiting) */
+    cg_sub_t *wait_prev, *wait_next;
 };
 
 struct cg_hub {
@@ -51,6 +75,11 @@ struct cg_hub {
     cg_index_t *index;
     shared_project_t *projects;
     uint64_t next_project_id;
+    const cg_catchup_ops_t *catchup_ops; /* NULL: no catch-up */
+    void *catchup_ctx;
+    size_t max_catchup, catchup_active, catchup_peak, n_waiting;
+    cg_source_t *sources;
+    cg_sub_t *waiting, *waiting_tail; /* FIFO */
 };
 
 int64_t cg_hub_now_ms(void)
@@ -76,6 +105,12 @@ void cg_hub_free(cg_hub_t *hub)
 {
     if (!hub)
         return;
+    while (hub->sources) { /* their streams have ended; their readers are gone */
+        cg_source_t *src = hub->sources;
+        hub->sources = src->next;
+        cg_journal_free(src->ring);
+        bson_free(src);
+    }
     cg_journal_free(hub->journal);
     cg_index_free(hub->index);
     pthread_mutex_destroy(&hub->lock);
@@ -122,9 +157,50 @@ static void wake_if_wanted(void *sub_ptr, void *arg)
 {
     cg_sub_t *s = sub_ptr;
     publish_ctx_t *p = arg;
-    if (s->parked && !s->pending && cg_filter_match(s->filter, p->ev)) {
+    if (s->parked && !s->pending && !s->src && !s->waiting && cg_filter_match(s->filter, p->ev)) {
         s->cursor = p->ev->seq;
         unpark_sub(p->hub, s);
+    }
+}
+
+static void set_last(cg_sub_t *sub, cg_event_t *ev)
+{
+    if (ev && ev != sub->last && ev->position) {
+        cg_event_unref(sub->last);
+        sub->last = cg_event_ref(ev);
+    }
+}
+
+static const char *last_position(const cg_sub_t *sub)
+{
+    return sub->last ? sub->last->position : NULL;
+}
+
+static void wake_source_readers(cg_hub_t *hub, cg_source_t *src)
+{
+    for (cg_sub_t *s = src->subs; s; s = s->src_next)
+        if (s->parked)
+            unpark_sub(hub, s);
+}
+
+/* The source has reached the journal: its readers continue at `seam`. */
+static void join_source(cg_hub_t *hub, cg_source_t *src, uint64_t seam)
+{
+    src->state = SRC_JOINED;
+    src->seam = seam;
+    wake_source_readers(hub, src);
+}
+
+/* A catch-up stream that is ahead of the watcher (a position from another
+ * instance) joins when the watcher publishes the stream's newest event. */
+static void join_sources_at(cg_hub_t *hub, const cg_event_t *ev)
+{
+    for (cg_source_t *src = hub->sources; src; src = src->next) {
+        if (src->state != SRC_RUNNING)
+            continue;
+        cg_event_t *newest = cg_journal_get(src->ring, cg_journal_next_seq(src->ring) - 1);
+        if (newest && newest->position && strcmp(newest->position, ev->position) == 0)
+            join_source(hub, src, ev->seq + 1);
     }
 }
 
@@ -135,11 +211,14 @@ void cg_hub_publish(cg_hub_t *hub, cg_event_t *ev)
     if (ev->kind == CG_EVENT_CHANGE) {
         publish_ctx_t p = {hub, ev};
         cg_index_candidates(hub->index, ev->doc, wake_if_wanted, &p);
+        if (hub->sources && ev->position)
+            join_sources_at(hub, ev);
     } else if (ev->kind == CG_EVENT_RESET) {
+        cg_metrics_reset(ev->reason);
         cg_sub_t *next;
         for (cg_sub_t *s = hub->parked; s; s = next) {
             next = s->next;
-            if (!s->pending) {
+            if (!s->pending && !s->src && !s->waiting) {
                 s->cursor = ev->seq;
                 unpark_sub(hub, s);
             }
@@ -268,6 +347,267 @@ cg_hub_rc_t cg_hub_subscribe(cg_hub_t *hub, const cg_sub_spec_t *spec, cg_sub_t 
     return CG_HUB_OK;
 }
 
+/* ---- catch-up sources ---- */
+
+void cg_hub_set_catchup(cg_hub_t *hub, const cg_catchup_ops_t *ops, void *ctx, size_t max_catchup)
+{
+    pthread_mutex_lock(&hub->lock);
+    hub->catchup_ops = ops;
+    hub->catchup_ctx = ctx;
+    hub->max_catchup = max_catchup;
+    pthread_mutex_unlock(&hub->lock);
+}
+
+static void attach_source(cg_source_t *src, cg_sub_t *sub, uint64_t cursor)
+{
+    sub->src = src;
+    sub->cursor = cursor;
+    sub->src_prev = NULL;
+    sub->src_next = src->subs;
+    if (src->subs)
+        src->subs->src_prev = sub;
+    src->subs = sub;
+    src->n_subs++;
+}
+
+static void free_source_if_done(cg_hub_t *hub, cg_source_t *src)
+{
+    if (src->stream_open || src->n_subs)
+        return;
+    if (src->prev)
+        src->prev->next = src->next;
+    else
+        hub->sources = src->next;
+    if (src->next)
+        src->next->prev = src->prev;
+    cg_journal_free(src->ring);
+    bson_free(src);
+}
+
+static void detach_source(cg_hub_t *hub, cg_sub_t *sub)
+{
+    cg_source_t *src = sub->src;
+    if (sub->src_prev)
+        sub->src_prev->src_next = sub->src_next;
+    else
+        src->subs = sub->src_next;
+    if (sub->src_next)
+        sub->src_next->src_prev = sub->src_prev;
+    sub->src = NULL;
+    sub->src_prev = sub->src_next = NULL;
+    src->n_subs--;
+    free_source_if_done(hub, src);
+}
+
+static void unlink_waiting(cg_hub_t *hub, cg_sub_t *sub)
+{
+    if (sub->wait_prev)
+        sub->wait_prev->wait_next = sub->wait_next;
+    else
+        hub->waiting = sub->wait_next;
+    if (sub->wait_next)
+        sub->wait_next->wait_prev = sub->wait_prev;
+    else
+        hub->waiting_tail = sub->wait_prev;
+    sub->wait_prev = sub->wait_next = NULL;
+    sub->waiting = false;
+    hub->n_waiting--;
+}
+
+static cg_event_t *reset_here(cg_hub_t *hub, cg_sub_t *sub, const char *reason)
+{
+    sub->cursor = cg_journal_next_seq(hub->journal);
+    cg_metrics_reset(reason);
+    cg_event_t *reset =
+        cg_event_new_reset(cg_journal_position_before(hub->journal, sub->cursor), reason);
+    set_last(sub, reset);
+    return reset;
+}
+
+/* Puts sub on a catch-up source that resumes strictly after its last
+ * position: a running one whose ring holds that position, else a new one if
+ * fewer than max_catchup are open, else the waiting line. Returns false when
+ * sub has no known position (the caller resets it). Locked. */
+static bool start_catchup(cg_hub_t *hub, cg_sub_t *sub)
+{
+    const char *position = last_position(sub);
+    if (!position)
+        return false;
+    for (cg_source_t *src = hub->sources; src; src = src->next) {
+        uint64_t cursor;
+        bool usable = src->state == SRC_JOINED || (src->state == SRC_RUNNING && src->stream_open);
+        if (usable && cg_journal_find(src->ring, position, &cursor)) {
+            attach_source(src, sub, cursor);
+            return true;
+        }
+    }
+    if (hub->catchup_active >= hub->max_catchup) {
+        sub->waiting = true;
+        sub->wait_next = NULL;
+        sub->wait_prev = hub->waiting_tail;
+        if (hub->waiting_tail)
+            hub->waiting_tail->wait_next = sub;
+        else
+            hub->waiting = sub;
+        hub->waiting_tail = sub;
+        hub->n_waiting++;
+        return true;
+    }
+    cg_source_t *src = bson_malloc0(sizeof *src);
+    src->ring = cg_journal_new(CATCHUP_RING);
+    cg_journal_append(src->ring, cg_event_new_mark(position));
+    src->state = SRC_RUNNING;
+    src->stream_open = true;
+    src->next = hub->sources;
+    if (hub->sources)
+        hub->sources->prev = src;
+    hub->sources = src;
+    if (++hub->catchup_active > hub->catchup_peak)
+        hub->catchup_peak = hub->catchup_active;
+    attach_source(src, sub, cg_journal_next_seq(src->ring));
+    if (!hub->catchup_ops->start(hub->catchup_ctx, src, position)) {
+        src->stream_open = false;
+        src->state = SRC_FAILED;
+        hub->catchup_active--;
+        detach_source(hub, sub); /* frees src */
+        return false;
+    }
+    return true;
+}
+
+/* A catch-up slot came free: give it to waiting subscribers, in order. */
+static void serve_waiting(cg_hub_t *hub)
+{
+    cg_sub_t *next;
+    for (cg_sub_t *s = hub->waiting; s && hub->catchup_active < hub->max_catchup; s = next) {
+        next = s->wait_next;
+        unlink_waiting(hub, s);
+        if (!start_catchup(hub, s))
+            s->reset = reset_here(hub, s, "too_slow");
+        if (s->parked)
+            unpark_sub(hub, s);
+    }
+    /* Others may now find their position in the new sources' rings. */
+    for (cg_sub_t *s = hub->waiting; s; s = next) {
+        next = s->wait_next;
+        for (cg_source_t *src = hub->sources; src; src = src->next) {
+            uint64_t cursor;
+            if (src->state == SRC_RUNNING && src->stream_open &&
+                cg_journal_find(src->ring, last_position(s), &cursor)) {
+                unlink_waiting(hub, s);
+                attach_source(src, s, cursor);
+                if (s->parked)
+                    unpark_sub(hub, s);
+                break;
+            }
+        }
+    }
+}
+
+/* Whether appending to src's ring now would evict an event some reader has
+ * not read. Such a reader holds the stream back for at most CG_HUB_STUCK_MS;
+ * after that the ring moves on and it starts over from its own position when
+ * it next reads. Locked. */
+static bool ring_blocked(cg_source_t *src)
+{
+    if (cg_journal_count(src->ring) < cg_journal_capacity(src->ring)) {
+        src->full_since = 0;
+        return false;
+    }
+    uint64_t oldest = cg_journal_first_seq(src->ring);
+    bool behind = false;
+    for (cg_sub_t *s = src->subs; s && !behind; s = s->src_next)
+        behind = s->cursor <= oldest;
+    if (!behind) {
+        src->full_since = 0;
+        return false;
+    }
+    int64_t now = cg_hub_now_ms();
+    if (!src->full_since)
+        src->full_since = now;
+    return now - src->full_since < CG_HUB_STUCK_MS;
+}
+
+cg_feed_t cg_hub_catchup_push(cg_hub_t *hub, cg_source_t *src, cg_event_t *ev)
+{
+    cg_feed_t rc = CG_FEED_MORE;
+    pthread_mutex_lock(&hub->lock);
+    cg_event_t *newest = cg_journal_get(src->ring, cg_journal_next_seq(src->ring) - 1);
+    uint64_t seam;
+    if (src->state != SRC_RUNNING || !src->n_subs || hub->stopping) {
+        rc = CG_FEED_STOP;
+    } else if (newest->position && cg_journal_find(hub->journal, newest->position, &seam)) {
+        join_source(hub, src, seam); /* the journal has everything after the ring */
+        rc = CG_FEED_STOP;
+    } else if (ring_blocked(src)) {
+        pthread_mutex_unlock(&hub->lock);
+        return CG_FEED_FULL; /* the caller keeps its reference */
+    } else {
+        cg_journal_append(src->ring, cg_event_ref(ev));
+        wake_source_readers(hub, src);
+    }
+    pthread_mutex_unlock(&hub->lock);
+    cg_event_unref(ev);
+    return rc;
+}
+
+bool cg_hub_catchup_wanted(cg_hub_t *hub, cg_source_t *src)
+{
+    pthread_mutex_lock(&hub->lock);
+    bool wanted = src->state == SRC_RUNNING && src->n_subs && !hub->stopping;
+    pthread_mutex_unlock(&hub->lock);
+    return wanted;
+}
+
+void cg_hub_catchup_fail(cg_hub_t *hub, cg_source_t *src, const char *reason)
+{
+    pthread_mutex_lock(&hub->lock);
+    if (src->state == SRC_RUNNING) {
+        src->state = SRC_FAILED;
+        src->reason = reason;
+        wake_source_readers(hub, src);
+    }
+    pthread_mutex_unlock(&hub->lock);
+}
+
+void cg_hub_catchup_end(cg_hub_t *hub, cg_source_t *src)
+{
+    pthread_mutex_lock(&hub->lock);
+    src->stream_open = false;
+    hub->catchup_active--;
+    if (src->state == SRC_RUNNING && src->n_subs && !hub->stopping) {
+        /* It ended because nobody read it, and readers came meanwhile: they
+         * start over (detaching the last one frees src). */
+        for (size_t i = 0, n = src->n_subs; i < n; i++) {
+            cg_sub_t *s = src->subs;
+            detach_source(hub, s);
+            if (!start_catchup(hub, s))
+                s->reset = reset_here(hub, s, "too_slow");
+            if (s->parked)
+                unpark_sub(hub, s);
+        }
+    } else {
+        free_source_if_done(hub, src);
+    }
+    if (!hub->stopping)
+        serve_waiting(hub);
+    pthread_mutex_unlock(&hub->lock);
+}
+
+void cg_hub_stats(cg_hub_t *hub, cg_hub_stats_t *out)
+{
+    pthread_mutex_lock(&hub->lock);
+    out->subscribers = hub->n_subscribers;
+    out->journal_count = cg_journal_count(hub->journal);
+    out->journal_capacity = cg_journal_capacity(hub->journal);
+    out->catchup_active = hub->catchup_active;
+    out->catchup_peak = hub->catchup_peak;
+    out->catchup_waiting = hub->n_waiting;
+    pthread_mutex_unlock(&hub->lock);
+}
+
+/* ---- subscribers ---- */
+
 void cg_hub_unsubscribe(cg_hub_t *hub, cg_sub_t *sub)
 {
     if (!sub)
@@ -275,37 +615,105 @@ void cg_hub_unsubscribe(cg_hub_t *hub, cg_sub_t *sub)
     pthread_mutex_lock(&hub->lock);
     if (sub->parked) /* cannot normally happen: front ends end parked streams first */
         unlink_parked(hub, sub);
+    if (sub->src)
+        detach_source(hub, sub);
+    if (sub->waiting)
+        unlink_waiting(hub, sub);
     cg_index_remove(hub->index, sub->reg);
     release_project(hub, sub->project);
     hub->n_subscribers--;
     pthread_mutex_unlock(&hub->lock);
     cg_filter_free(sub->filter);
     cg_event_unref(sub->reset);
+    cg_event_unref(sub->last);
     bson_free(sub->want_position);
     bson_free(sub);
 }
 
-static cg_event_t *reset_here(cg_hub_t *hub, cg_sub_t *sub, const char *reason)
-{
-    sub->cursor = cg_journal_next_seq(hub->journal);
-    return cg_event_new_reset(cg_journal_position_before(hub->journal, sub->cursor), reason);
-}
-
-/* Turns the client's requested position into a cursor. Returns a RESET event
- * when the position cannot be found (continuity cannot be proven), else NULL.
- * Called with the lock held, once the watcher is live. */
+/* Turns the client's requested position into a cursor: into the journal when
+ * it holds the position, else a catch-up source. Returns a RESET event when
+ * continuity cannot be proven that way, else NULL. Called with the lock held,
+ * once the watcher is live. */
 static cg_event_t *resolve_position(cg_hub_t *hub, cg_sub_t *sub)
 {
     sub->pending = false;
     char *want = sub->want_position;
     sub->want_position = NULL;
     cg_event_t *reset = NULL;
-    if (!want)
+    if (!want) {
         sub->cursor = cg_journal_next_seq(hub->journal);
-    else if (!cg_journal_find(hub->journal, want, &sub->cursor))
+        set_last(sub, cg_journal_get(hub->journal, sub->cursor - 1));
+    } else if (cg_journal_find(hub->journal, want, &sub->cursor)) {
+        cg_event_t *before = cg_journal_get(hub->journal, sub->cursor - 1);
+        if (before)
+            set_last(sub, before);
+        else
+            sub->last = cg_event_new_mark(want); /* the journal's base */
+    } else if (hub->catchup_ops) {
+        sub->last = cg_event_new_mark(want);
+        start_catchup(hub, sub);
+    } else {
         reset = reset_here(hub, sub, "position_not_in_journal");
+    }
     bson_free(want);
     return reset;
+}
+
+/* Looks for the next entry of `j` from sub's cursor that sub should get: a
+ * RESET or a matching CHANGE (a reference), or NULL at the end. */
+static cg_event_t *scan(cg_sub_t *sub, cg_journal_t *j)
+{
+    cg_event_t *e = NULL, *considered = NULL;
+    while (sub->cursor < cg_journal_next_seq(j)) {
+        e = cg_journal_get(j, sub->cursor++);
+        considered = e;
+        if (e->kind == CG_EVENT_RESET ||
+            (e->kind == CG_EVENT_CHANGE && cg_filter_match(sub->filter, e))) {
+            set_last(sub, e);
+            return cg_event_ref(e);
+        }
+    }
+    set_last(sub, considered);
+    return NULL;
+}
+
+/* The next thing to give sub from its catch-up source or the journal:
+ * an event (a reference), or NULL when it has to wait. Locked. */
+static cg_event_t *next_entry(cg_hub_t *hub, cg_sub_t *sub)
+{
+    for (;;) {
+        if (sub->pending || sub->waiting)
+            return NULL;
+        cg_source_t *src = sub->src;
+        if (src) {
+            if (sub->cursor < cg_journal_first_seq(src->ring)) { /* fell out of the ring */
+                detach_source(hub, sub);
+                if (!start_catchup(hub, sub))
+                    return reset_here(hub, sub, "too_slow");
+                continue;
+            }
+            cg_event_t *e = scan(sub, src->ring);
+            if (e)
+                return e;
+            if (src->state == SRC_JOINED) {
+                sub->cursor = src->seam;
+                detach_source(hub, sub);
+                continue;
+            }
+            if (src->state == SRC_FAILED) {
+                const char *reason = src->reason;
+                detach_source(hub, sub);
+                return reset_here(hub, sub, reason);
+            }
+            return NULL;
+        }
+        if (sub->cursor < cg_journal_first_seq(hub->journal)) { /* the journal moved past it */
+            if (hub->catchup_ops && start_catchup(hub, sub))
+                continue;
+            return reset_here(hub, sub, "too_slow");
+        }
+        return scan(sub, hub->journal);
+    }
 }
 
 cg_next_t cg_hub_next(cg_hub_t *hub, cg_sub_t *sub, bool park, cg_event_t **ev,
@@ -328,21 +736,10 @@ cg_next_t cg_hub_next(cg_hub_t *hub, cg_sub_t *sub, bool park, cg_event_t **ev,
         rc = CG_NEXT_EVENT;
         goto delivered;
     }
-    if (!sub->pending) {
-        if (sub->cursor < cg_journal_first_seq(hub->journal)) {
-            *ev = reset_here(hub, sub, "too_slow");
-            rc = CG_NEXT_EVENT;
-            goto delivered;
-        }
-        while (sub->cursor < cg_journal_next_seq(hub->journal)) {
-            cg_event_t *e = cg_journal_get(hub->journal, sub->cursor++);
-            if (e->kind == CG_EVENT_RESET ||
-                (e->kind == CG_EVENT_CHANGE && cg_filter_match(sub->filter, e))) {
-                *ev = cg_event_ref(e);
-                rc = CG_NEXT_EVENT;
-                goto delivered;
-            }
-        }
+    *ev = next_entry(hub, sub);
+    if (*ev) {
+        rc = CG_NEXT_EVENT;
+        goto delivered;
     }
     if (sub->deadline_ms && now >= sub->deadline_ms) {
         rc = CG_NEXT_TIMEOUT;
@@ -372,8 +769,7 @@ out:
 char *cg_hub_sub_position(cg_hub_t *hub, cg_sub_t *sub)
 {
     pthread_mutex_lock(&hub->lock);
-    const char *p =
-        sub->pending ? sub->want_position : cg_journal_position_before(hub->journal, sub->cursor);
+    const char *p = sub->pending ? sub->want_position : last_position(sub);
     char *copy = p ? bson_strdup(p) : NULL;
     pthread_mutex_unlock(&hub->lock);
     return copy;
@@ -389,8 +785,11 @@ void cg_hub_tick(cg_hub_t *hub)
         bool due =
             (s->heartbeats && now >= s->heartbeat_at) || (s->deadline_ms && now >= s->deadline_ms);
         if (due) {
-            if (!s->pending) /* it has seen, and not wanted, everything so far */
+            if (!s->pending && !s->src && !s->waiting) {
+                /* It has seen, and not wanted, everything so far. */
                 s->cursor = cg_journal_next_seq(hub->journal);
+                set_last(s, cg_journal_get(hub->journal, s->cursor - 1));
+            }
             unpark_sub(hub, s);
         }
     }

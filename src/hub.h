@@ -12,7 +12,15 @@
  * want a new event, evaluates their filters, and wakes only those it matches.
  *
  * Subscribers with equal `fields` share one projection, so an event is
- * serialized once per distinct projection (cached on the event). */
+ * serialized once per distinct projection (cached on the event).
+ *
+ * A subscriber whose position is older than the journal (or who reads so
+ * slowly that the journal moves past it) reads from a catch-up source
+ * instead: the events of a change stream that resumes after its position,
+ * opened by catchup.c, kept in a small ring of their own. When that stream
+ * reaches an event the journal holds, the source "joins" and its subscribers
+ * move on to the journal right after that event: no gap, no repeat. At most
+ * max_catchup streams are open at once; subscribers beyond that wait. */
 #ifndef CG_HUB_H
 #define CG_HUB_H
 
@@ -27,6 +35,20 @@
 
 typedef struct cg_hub cg_hub_t;
 typedef struct cg_sub cg_sub_t;
+typedef struct cg_source cg_source_t; /* a catch-up stream's events, owned by the hub */
+
+/* How the hub gets catch-up streams. start: open a stream that resumes
+ * strictly after `position` and feeds src (cg_hub_catchup_push/_fail/_end);
+ * false when it cannot (then src is never fed). Called with the hub's lock
+ * held: it must not call into the hub. */
+typedef struct cg_catchup_ops {
+    bool (*start)(void *ctx, cg_source_t *src, const char *position);
+} cg_catchup_ops_t;
+
+typedef struct cg_hub_stats {
+    size_t subscribers, journal_count, journal_capacity;
+    size_t catchup_active, catchup_peak, catchup_waiting;
+} cg_hub_stats_t;
 
 typedef struct cg_sub_ops {
     /* Both are called with the hub's lock held and must not call into the hub.
@@ -74,6 +96,31 @@ bool cg_hub_journal_empty(cg_hub_t *hub);
 char *cg_hub_replay_from(cg_hub_t *hub);
 /* The newest position in the journal; a new string or NULL. */
 char *cg_hub_last_position(cg_hub_t *hub);
+
+/* Enables catch-up (before any subscriber). Without it, a position older
+ * than the journal gets a reset (position_not_in_journal, too_slow). */
+void cg_hub_set_catchup(cg_hub_t *hub, const cg_catchup_ops_t *ops, void *ctx, size_t max_catchup);
+
+#define CG_HUB_STUCK_MS 2000
+typedef enum { CG_FEED_MORE, CG_FEED_FULL, CG_FEED_STOP } cg_feed_t;
+/* Catch-up thread: the next event of src's stream (takes the reference).
+ * CG_FEED_FULL: not taken, because src's ring is full of events a reader
+ * has not read yet; offer it again a little later (a catch-up goes no faster
+ * than its readers, except that a reader stuck for CG_HUB_STUCK_MS is left
+ * behind to start over on its own). CG_FEED_STOP: the stream is no longer
+ * needed (it reached the journal, or nobody reads it); close it and call
+ * cg_hub_catchup_end(). */
+cg_feed_t cg_hub_catchup_push(cg_hub_t *hub, cg_source_t *src, cg_event_t *ev);
+/* Catch-up thread: whether src still needs its stream (a quiet stream asks
+ * between empty batches). */
+bool cg_hub_catchup_wanted(cg_hub_t *hub, cg_source_t *src);
+/* Catch-up thread: MongoDB cannot resume after src's position (reason: a
+ * reset code). Its subscribers get a reset and continue from now. */
+void cg_hub_catchup_fail(cg_hub_t *hub, cg_source_t *src, const char *reason);
+/* Catch-up thread, last call for src: its stream is closed. */
+void cg_hub_catchup_end(cg_hub_t *hub, cg_source_t *src);
+
+void cg_hub_stats(cg_hub_t *hub, cg_hub_stats_t *out);
 
 /* Front-end side. */
 cg_hub_rc_t cg_hub_subscribe(cg_hub_t *hub, const cg_sub_spec_t *spec, cg_sub_t **out);

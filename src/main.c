@@ -15,6 +15,7 @@
 
 #include "config.h"
 #include "http.h"
+#include "catchup.h"
 #include "hub.h"
 #include "journal.h"
 #include "log.h"
@@ -122,8 +123,14 @@ int main(int argc, char **argv)
     cg_hub_t *hub =
         cg_hub_new(cg_journal_new(cfg.journal_size), cfg.max_subscribers, cfg.heartbeat);
     cg_http_t **servers = bson_malloc0(cfg.n_listen * sizeof *servers);
+    cg_catchup_t *catchup = NULL;
     cg_watcher_t *watcher = cg_watcher_new(&cfg, hub, err, sizeof err);
     if (!watcher) {
+        cg_log_error("%s", err);
+        goto out;
+    }
+    catchup = cg_catchup_new(&cfg, hub, err, sizeof err);
+    if (!catchup) {
         cg_log_error("%s", err);
         goto out;
     }
@@ -161,14 +168,17 @@ int main(int argc, char **argv)
     /* Give streams a moment to send their last bytes and end. */
     for (int i = 0; i < 40 && cg_hub_subscriber_count(hub) > 0; i++)
         nanosleep(&(struct timespec){0, 20 * 1000000L}, NULL);
+    cg_catchup_stop(catchup, 0); /* ask now; wait after the watcher */
     cg_watcher_stop(watcher, 900);
     rc = 0;
 out:
     for (size_t i = 0; i < cfg.n_listen; i++)
         cg_http_stop(servers[i]);
     bson_free(servers);
-    /* A watcher stuck inside a MongoDB call still uses the hub: leave both to the exit. */
-    if (!watcher || cg_watcher_free(watcher))
+    /* A thread stuck inside a MongoDB call still uses the hub: leave it to the exit. */
+    bool catchup_ended = !catchup || cg_catchup_stop(catchup, 400);
+    cg_catchup_free(catchup);
+    if ((!watcher || cg_watcher_free(watcher)) && catchup_ended)
         cg_hub_free(hub);
     mongoc_cleanup();
     cg_log_info("stopped");

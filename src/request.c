@@ -41,9 +41,12 @@ int cg_request_init(cg_request_t *req, const char *method, const char *path)
         req->endpoint = CG_EP_POLL;
     else if (strcmp(path, "/healthz") == 0)
         req->endpoint = CG_EP_HEALTHZ;
+    else if (strcmp(path, "/metrics") == 0)
+        req->endpoint = CG_EP_METRICS;
     else
-        return cg_request_fail(req, 404, "not_found",
-                               "no such endpoint: %.200s (try /events, /poll or /healthz)", path);
+        return cg_request_fail(
+            req, 404, "not_found",
+            "no such endpoint: %.200s (try /events, /poll, /healthz or /metrics)", path);
     if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0) {
         req->allow = "GET, HEAD, OPTIONS";
         return cg_request_fail(req, 405, "method_not_allowed",

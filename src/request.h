@@ -16,7 +16,8 @@
 typedef enum {
     CG_EP_EVENTS = 1, /* GET /events: SSE or NDJSON */
     CG_EP_POLL,       /* GET /poll: long-poll */
-    CG_EP_HEALTHZ     /* GET /healthz */
+    CG_EP_HEALTHZ,    /* GET /healthz */
+    CG_EP_METRICS     /* GET /metrics */
 } cg_endpoint_t;
 
 #define CG_POLL_TIMEOUT_DEFAULT 25

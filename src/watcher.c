@@ -13,10 +13,11 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "metrics.h"
 #include "position.h"
+#include "stream.h"
 
 #define STATE_FILE "changegate.position"
-#define AWAIT_MS 500 /* getMore wait: bounds how long a stop request waits */
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 5000
 
@@ -36,7 +37,8 @@ struct cg_watcher {
     char *last;              /* newest position seen (event _id or postBatchResumeToken) */
     char *saved_replay_from; /* from the state file */
     char *saved_last;
-    char *written; /* state file content last written, to skip identical writes */
+    char *written;          /* state file content last written, to skip identical writes */
+    char history_lost[512]; /* why continuity was lost, when the watcher had to start from now */
     pthread_mutex_t persist_lock;
 };
 
@@ -143,20 +145,9 @@ cg_watcher_t *cg_watcher_new(const cg_config_t *cfg, cg_hub_t *hub, char *err, s
 {
     if (cg_watcher_check_state_dir(cfg->state_dir, err, errlen) != 0)
         return NULL;
-    bson_error_t berr;
-    mongoc_uri_t *uri = mongoc_uri_new_with_error(cfg->mongo_uri, &berr);
-    if (!uri) {
-        snprintf(err, errlen, "invalid --mongo-uri: %s", berr.message);
+    mongoc_uri_t *uri = cg_stream_uri(cfg, err, errlen);
+    if (!uri)
         return NULL;
-    }
-    /* Bound each connection attempt so a stop request is honoured quickly
-     * while MongoDB is unreachable; the loop retries with backoff anyway. */
-    if (!mongoc_uri_has_option(uri, MONGOC_URI_SERVERSELECTIONTIMEOUTMS))
-        mongoc_uri_set_option_as_int32(uri, MONGOC_URI_SERVERSELECTIONTIMEOUTMS, 1000);
-    if (!mongoc_uri_has_option(uri, MONGOC_URI_CONNECTTIMEOUTMS))
-        mongoc_uri_set_option_as_int32(uri, MONGOC_URI_CONNECTTIMEOUTMS, 1000);
-    if (!mongoc_uri_has_option(uri, MONGOC_URI_APPNAME))
-        mongoc_uri_set_appname(uri, "changegate");
 
     cg_watcher_t *w = bson_malloc0(sizeof *w);
     w->cfg = cfg;
@@ -238,64 +229,6 @@ static void set_last(cg_watcher_t *w, const char *position)
     pthread_mutex_unlock(&w->lock);
 }
 
-/* An error after which resuming from the same position can never work:
- * the history is gone or the token is unusable. Everything else (network,
- * server selection, resumable server errors) is retried from our position. */
-static bool is_fatal_resume_error(const bson_error_t *error, const bson_t *reply)
-{
-    if (error->domain != MONGOC_ERROR_SERVER && error->domain != MONGOC_ERROR_QUERY)
-        return false;
-    switch (error->code) {
-    case 286: /* ChangeStreamHistoryLost */
-    case 280: /* ChangeStreamFatalError */
-    case 260: /* InvalidResumeToken */
-    case 136: /* CappedPositionLost */
-        return true;
-    default:
-        return reply && mongoc_error_has_label(reply, "NonResumableChangeStreamError");
-    }
-}
-
-static mongoc_change_stream_t *open_stream(cg_watcher_t *w, const char *resume, bool start_after)
-{
-    const cg_config_t *cfg = w->cfg;
-    bson_t opts = BSON_INITIALIZER;
-    if (strcmp(cfg->full_document, "default") != 0)
-        BSON_APPEND_UTF8(&opts, "fullDocument", cfg->full_document);
-    if (strcmp(cfg->full_document_before_change, "off") != 0)
-        BSON_APPEND_UTF8(&opts, "fullDocumentBeforeChange", cfg->full_document_before_change);
-    BSON_APPEND_INT64(&opts, "maxAwaitTimeMS", AWAIT_MS);
-    if (resume) {
-        bson_t token;
-        char perr[128];
-        if (cg_position_to_token(resume, &token, perr, sizeof perr) == 0) {
-            BSON_APPEND_DOCUMENT(&opts, start_after ? "startAfter" : "resumeAfter", &token);
-            bson_destroy(&token);
-        }
-    }
-    mongoc_change_stream_t *stream;
-    if (!cfg->watch_db) {
-        stream = mongoc_client_watch(w->client, cfg->pipeline, &opts);
-    } else if (!cfg->watch_coll) {
-        mongoc_database_t *db = mongoc_client_get_database(w->client, cfg->watch_db);
-        stream = mongoc_database_watch(db, cfg->pipeline, &opts);
-        mongoc_database_destroy(db);
-    } else {
-        mongoc_collection_t *coll =
-            mongoc_client_get_collection(w->client, cfg->watch_db, cfg->watch_coll);
-        stream = mongoc_collection_watch(coll, cfg->pipeline, &opts);
-        mongoc_collection_destroy(coll);
-    }
-    bson_destroy(&opts);
-    return stream;
-}
-
-static char *stream_position(mongoc_change_stream_t *stream)
-{
-    const bson_t *tok = mongoc_change_stream_get_resume_token(stream);
-    return tok ? cg_position_from_token(tok) : NULL;
-}
-
 /* The state the watcher loop carries between stream (re)openings. */
 typedef struct {
     char *resume;         /* resume after this position; NULL: from now */
@@ -317,13 +250,21 @@ static void set_resume(loop_state_t *st, const char *position)
 static bool on_stream_error(cg_watcher_t *w, loop_state_t *st, const bson_error_t *error,
                             const bson_t *reply)
 {
-    if (is_fatal_resume_error(error, reply)) {
+    if (cg_stream_error_is_fatal(error, reply)) {
         cg_log_warn("watcher: cannot resume after %s: %s", st->resume ? st->resume : "(now)",
                     error->message);
         if (st->replay_fallback && w->saved_last && strcmp(st->resume, w->saved_last) != 0) {
             /* The journal cannot be refilled, but the watcher can still continue. */
             set_resume(st, w->saved_last);
         } else {
+            pthread_mutex_lock(&w->lock);
+            snprintf(w->history_lost, sizeof w->history_lost,
+                     "MongoDB could not resume after %.200s (%.200s): the watcher started from "
+                     "now, and events in between were not seen",
+                     st->resume ? st->resume : "(now)", error->message);
+            cg_log_error("watcher: %s", w->history_lost);
+            pthread_mutex_unlock(&w->lock);
+            cg_metrics_set_watcher_history_lost(true);
             set_resume(st, NULL);
             st->reset_reason = "history_lost";
             st->replay_until = NULL;
@@ -367,6 +308,7 @@ static void publish_change(cg_watcher_t *w, loop_state_t *st, const bson_t *doc,
     char *position = bson_strdup(ev->position);
     bool reached_live = st->replay_until && strcmp(position, st->replay_until) == 0;
     *invalidated = ev->op && strcmp(ev->op, "invalidate") == 0;
+    cg_metrics_event_in();
     cg_hub_publish(w->hub, ev);
     set_last(w, position);
     set_resume(st, position);
@@ -404,7 +346,8 @@ static void *watcher_main(void *arg)
             }
             mongoc_client_set_error_api(w->client, MONGOC_ERROR_API_VERSION_2);
         }
-        mongoc_change_stream_t *stream = open_stream(w, st.resume, st.start_after);
+        mongoc_change_stream_t *stream =
+            cg_stream_open(w->client, w->cfg, st.resume, st.start_after);
         bool unreachable = false;
         if (mongoc_change_stream_error_document(stream, &error, &reply)) {
             unreachable = on_stream_error(w, &st, &error, reply);
@@ -415,7 +358,7 @@ static void *watcher_main(void *arg)
         }
         backoff = BACKOFF_MIN_MS;
         set_status(w, true, "streaming from %s", w->cfg->watch);
-        char *opened_at = st.resume ? bson_strdup(st.resume) : stream_position(stream);
+        char *opened_at = st.resume ? bson_strdup(st.resume) : cg_stream_position(stream);
         if (cg_hub_journal_empty(w->hub))
             cg_hub_publish(w->hub, cg_event_new_mark(opened_at)); /* makes opened_at resumable */
         else if (st.reset_reason)
@@ -440,7 +383,7 @@ static void *watcher_main(void *arg)
                 /* An empty batch: MongoDB has nothing newer, so we are live. */
                 st.replay_until = NULL;
                 cg_hub_set_live(w->hub);
-                char *pbrt = stream_position(stream);
+                char *pbrt = cg_stream_position(stream);
                 if (pbrt) {
                     set_last(w, pbrt);
                     set_resume(&st, pbrt);
@@ -519,4 +462,13 @@ bool cg_watcher_status(cg_watcher_t *w, char *msg, size_t len)
     snprintf(msg, len, "%s", w->status);
     pthread_mutex_unlock(&w->lock);
     return streaming;
+}
+
+bool cg_watcher_history_lost(cg_watcher_t *w, char *msg, size_t len)
+{
+    pthread_mutex_lock(&w->lock);
+    bool lost = w->history_lost[0] != '\0';
+    snprintf(msg, len, "%s", w->history_lost);
+    pthread_mutex_unlock(&w->lock);
+    return lost;
 }

@@ -38,6 +38,10 @@ void cg_watcher_stop(cg_watcher_t *w, int timeout_ms);
  * stuck in a MongoDB call is left alone (false), and so must be the hub. */
 bool cg_watcher_free(cg_watcher_t *w);
 
+/* True when the watcher could not resume from its position (saved, or held
+ * through an outage) and started from now; msg says what happened. */
+bool cg_watcher_history_lost(cg_watcher_t *w, char *msg, size_t len);
+
 /* True when streaming; msg gets a one-line human description either way. */
 bool cg_watcher_status(cg_watcher_t *w, char *msg, size_t len);
 

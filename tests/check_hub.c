@@ -387,6 +387,196 @@ START_TEST(equal_projections_share_frames_made_once)
 }
 END_TEST
 
+/* ---- catch-up, with a fake provider: the test plays MongoDB ---- */
+
+typedef struct {
+    int starts;
+    cg_source_t *src[4];
+    char position[4][16];
+    bool refuse;
+} fake_catchup_t;
+
+static fake_catchup_t fc;
+
+static bool fake_start(void *ctx, cg_source_t *src, const char *position)
+{
+    fake_catchup_t *f = ctx;
+    if (f->refuse)
+        return false;
+    ck_assert_int_lt(f->starts, 4);
+    f->src[f->starts] = src;
+    snprintf(f->position[f->starts], sizeof f->position[0], "%s", position);
+    f->starts++;
+    return true;
+}
+
+static const cg_catchup_ops_t fake_catchup_ops = {fake_start};
+
+static void catchup_setup(void)
+{
+    hub = cg_hub_new(cg_journal_new(8), 8, 15);
+    memset(&fc, 0, sizeof fc);
+    cg_hub_set_catchup(hub, &fake_catchup_ops, &fc, 2);
+}
+
+static cg_feed_t feed(cg_source_t *src, unsigned n)
+{
+    char pos[16];
+    test_pos(pos, sizeof pos, n);
+    return cg_hub_catchup_push(hub, src, test_change(pos, "insert", "db", "c"));
+}
+
+/* Events 1..20 were written; the journal (8) holds 13..20. A subscriber at 3
+ * reads 4..12 from its catch-up stream, then 13.. from the journal: the
+ * stream is told to stop at the first event the journal already has. */
+START_TEST(an_old_position_catches_up_then_joins_the_journal)
+{
+    go_live();
+    for (unsigned i = 1; i <= 20; i++)
+        publish_n(i, "insert", "c");
+    fake_conn_t conn = {0};
+    cg_sub_t *sub = subscribe(&conn, "8200000003", NULL, NULL);
+    ck_assert_int_eq(fc.starts, 1);
+    ck_assert_str_eq(fc.position[0], "8200000003");
+    cg_event_t *ev;
+    ck_assert_int_eq(cg_hub_next(hub, sub, true, &ev, &fr), CG_NEXT_PARKED);
+    ck_assert_int_eq(feed(fc.src[0], 4), CG_FEED_MORE);
+    ck_assert_int_eq(conn.wakes, 1);
+    expect_event(sub, 4);
+    for (unsigned i = 5; i <= 12; i++)
+        ck_assert_int_eq(feed(fc.src[0], i), CG_FEED_MORE);
+    /* 12 is the journal's base (the last evicted): the ring has reached it. */
+    ck_assert_int_eq(feed(fc.src[0], 13), CG_FEED_STOP);
+    for (unsigned i = 5; i <= 20; i++)
+        expect_event(sub, i);
+    ck_assert_int_eq(cg_hub_next(hub, sub, true, &ev, &fr), CG_NEXT_PARKED);
+    cg_hub_catchup_end(hub, fc.src[0]);
+    publish_n(21, "insert", "c");
+    expect_event(sub, 21);
+    cg_hub_stats_t st;
+    cg_hub_stats(hub, &st);
+    ck_assert_uint_eq(st.catchup_active, 0);
+    ck_assert_uint_eq(st.catchup_peak, 1);
+    cg_hub_unsubscribe(hub, sub);
+}
+END_TEST
+
+/* A position ahead of this hub's watcher (from another instance): the
+ * catch-up stream delivers what the watcher has not seen yet, and hands over
+ * when the watcher publishes the stream's newest event. */
+START_TEST(a_position_ahead_of_the_watcher_hands_over_when_it_arrives)
+{
+    go_live();
+    publish_n(1, "insert", "c");
+    fake_conn_t conn = {0};
+    cg_sub_t *sub = subscribe(&conn, "8200000005", NULL, NULL);
+    ck_assert_int_eq(fc.starts, 1);
+    ck_assert_int_eq(feed(fc.src[0], 6), CG_FEED_MORE);
+    expect_event(sub, 6);
+    for (unsigned i = 2; i <= 6; i++) /* the watcher gets there */
+        publish_n(i, "insert", "c");
+    cg_event_t *ev;
+    ck_assert(!cg_hub_catchup_wanted(hub, fc.src[0]));
+    publish_n(7, "insert", "c");
+    expect_event(sub, 7); /* from the journal: nothing repeated, nothing missed */
+    ck_assert_int_eq(cg_hub_next(hub, sub, false, &ev, &fr), CG_NEXT_EMPTY);
+    cg_hub_catchup_end(hub, fc.src[0]);
+    cg_hub_unsubscribe(hub, sub);
+}
+END_TEST
+
+/* Beyond --max-catchup (2 here) subscribers wait; one with a position inside
+ * a running stream's ring shares it; when a stream ends the next waits no more. */
+START_TEST(catchup_streams_are_bounded_and_shared)
+{
+    go_live();
+    for (unsigned i = 1; i <= 40; i++)
+        publish_n(i, "insert", "c");
+    fake_conn_t c1 = {0}, c2 = {0}, c3 = {0}, c4 = {0};
+    cg_sub_t *s1 = subscribe(&c1, "8200000001", NULL, NULL);
+    cg_sub_t *s2 = subscribe(&c2, "820000000A", NULL, NULL);
+    cg_sub_t *s3 = subscribe(&c3, "8200000014", NULL, NULL);
+    ck_assert_int_eq(fc.starts, 2);
+    cg_hub_stats_t st;
+    cg_hub_stats(hub, &st);
+    ck_assert_uint_eq(st.catchup_waiting, 1);
+    cg_event_t *ev;
+    ck_assert_int_eq(cg_hub_next(hub, s3, true, &ev, &fr), CG_NEXT_PARKED);
+    ck_assert_int_eq(feed(fc.src[0], 2), CG_FEED_MORE);
+    ck_assert_int_eq(feed(fc.src[0], 3), CG_FEED_MORE);
+    cg_sub_t *s4 = subscribe(&c4, "8200000002", NULL, NULL); /* in stream 0's ring */
+    ck_assert_int_eq(fc.starts, 2);
+    expect_event(s4, 3);
+    expect_event(s1, 2);
+    /* Stream 1 fails: its reader gets a reset and goes on from now; its slot
+     * goes to the waiting subscriber. */
+    cg_hub_catchup_fail(hub, fc.src[1], "history_lost");
+    ck_assert_int_eq(cg_hub_next(hub, s2, true, &ev, &fr), CG_NEXT_EVENT);
+    ck_assert_int_eq(ev->kind, CG_EVENT_RESET);
+    ck_assert_str_eq(ev->reason, "history_lost");
+    ck_assert_str_eq(ev->position, "8200000028");
+    cg_event_unref(ev);
+    ck_assert_int_eq(c3.wakes, 0);
+    cg_hub_catchup_end(hub, fc.src[1]);
+    ck_assert_int_eq(fc.starts, 3);
+    ck_assert_str_eq(fc.position[2], "8200000014");
+    ck_assert_int_eq(c3.wakes, 1);
+    cg_hub_stats(hub, &st);
+    ck_assert_uint_eq(st.catchup_waiting, 0);
+    ck_assert_uint_eq(st.catchup_peak, 2);
+    cg_hub_unsubscribe(hub, s1);
+    cg_hub_unsubscribe(hub, s4);
+    cg_hub_unsubscribe(hub, s2);
+    cg_hub_unsubscribe(hub, s3);
+    cg_hub_catchup_end(hub, fc.src[0]);
+    cg_hub_catchup_end(hub, fc.src[2]);
+}
+END_TEST
+
+/* A reader that falls out of the journal is caught up, not reset. */
+START_TEST(a_slow_reader_is_caught_up_instead_of_reset)
+{
+    go_live();
+    publish_n(1, "insert", "c");
+    fake_conn_t conn = {0};
+    cg_sub_t *sub = subscribe(&conn, "8200000000", NULL, NULL);
+    expect_event(sub, 1);
+    for (unsigned i = 2; i <= 30; i++) /* 8 kept: 23..30 */
+        publish_n(i, "insert", "c");
+    cg_event_t *ev;
+    ck_assert_int_eq(cg_hub_next(hub, sub, true, &ev, &fr), CG_NEXT_PARKED);
+    ck_assert_int_eq(fc.starts, 1);
+    ck_assert_str_eq(fc.position[0], "8200000001");
+    for (unsigned i = 2; i <= 22; i++)
+        ck_assert_int_eq(feed(fc.src[0], i), CG_FEED_MORE);
+    ck_assert_int_eq(feed(fc.src[0], 23), CG_FEED_STOP);
+    for (unsigned i = 2; i <= 30; i++)
+        expect_event(sub, i);
+    cg_hub_catchup_end(hub, fc.src[0]);
+    cg_hub_unsubscribe(hub, sub);
+}
+END_TEST
+
+/* A stream that cannot start (no thread) is a reset, never a hang. */
+START_TEST(a_catchup_that_cannot_start_is_a_reset)
+{
+    go_live();
+    for (unsigned i = 1; i <= 20; i++)
+        publish_n(i, "insert", "c");
+    fc.refuse = true;
+    fake_conn_t conn = {0};
+    cg_sub_t *sub = subscribe(&conn, "8200000003", NULL, NULL);
+    cg_event_t *ev;
+    ck_assert_int_eq(cg_hub_next(hub, sub, true, &ev, &fr), CG_NEXT_EVENT);
+    ck_assert_int_eq(ev->kind, CG_EVENT_RESET);
+    cg_event_unref(ev);
+    cg_hub_stats_t st;
+    cg_hub_stats(hub, &st);
+    ck_assert_uint_eq(st.catchup_active, 0);
+    cg_hub_unsubscribe(hub, sub);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("hub");
@@ -404,6 +594,14 @@ int main(void)
     tcase_add_test(tc, deadlines_and_heartbeats_wake_parked_subscribers);
     tcase_add_test(tc, the_index_wakes_only_the_subscribers_an_event_matches);
     tcase_add_test(tc, equal_projections_share_frames_made_once);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("catch-up");
+    tcase_add_checked_fixture(tc, catchup_setup, teardown);
+    tcase_add_test(tc, an_old_position_catches_up_then_joins_the_journal);
+    tcase_add_test(tc, a_position_ahead_of_the_watcher_hands_over_when_it_arrives);
+    tcase_add_test(tc, catchup_streams_are_bounded_and_shared);
+    tcase_add_test(tc, a_slow_reader_is_caught_up_instead_of_reset);
+    tcase_add_test(tc, a_catchup_that_cannot_start_is_a_reset);
     suite_add_tcase(s, tc);
     return test_run_suite(s);
 }

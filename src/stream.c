@@ -1,0 +1,81 @@
+/* stream.c: see stream.h. */
+#include "stream.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "position.h"
+
+mongoc_change_stream_t *cg_stream_open(mongoc_client_t *client, const cg_config_t *cfg,
+                                       const char *resume, bool start_after)
+{
+    bson_t opts = BSON_INITIALIZER;
+    if (strcmp(cfg->full_document, "default") != 0)
+        BSON_APPEND_UTF8(&opts, "fullDocument", cfg->full_document);
+    if (strcmp(cfg->full_document_before_change, "off") != 0)
+        BSON_APPEND_UTF8(&opts, "fullDocumentBeforeChange", cfg->full_document_before_change);
+    BSON_APPEND_INT64(&opts, "maxAwaitTimeMS", CG_STREAM_AWAIT_MS);
+    if (resume) {
+        bson_t token;
+        char perr[128];
+        if (cg_position_to_token(resume, &token, perr, sizeof perr) == 0) {
+            BSON_APPEND_DOCUMENT(&opts, start_after ? "startAfter" : "resumeAfter", &token);
+            bson_destroy(&token);
+        }
+    }
+    mongoc_change_stream_t *stream;
+    if (!cfg->watch_db) {
+        stream = mongoc_client_watch(client, cfg->pipeline, &opts);
+    } else if (!cfg->watch_coll) {
+        mongoc_database_t *db = mongoc_client_get_database(client, cfg->watch_db);
+        stream = mongoc_database_watch(db, cfg->pipeline, &opts);
+        mongoc_database_destroy(db);
+    } else {
+        mongoc_collection_t *coll =
+            mongoc_client_get_collection(client, cfg->watch_db, cfg->watch_coll);
+        stream = mongoc_collection_watch(coll, cfg->pipeline, &opts);
+        mongoc_collection_destroy(coll);
+    }
+    bson_destroy(&opts);
+    return stream;
+}
+
+bool cg_stream_error_is_fatal(const bson_error_t *error, const bson_t *reply)
+{
+    if (error->domain != MONGOC_ERROR_SERVER && error->domain != MONGOC_ERROR_QUERY)
+        return false;
+    switch (error->code) {
+    case 286: /* ChangeStreamHistoryLost */
+    case 280: /* ChangeStreamFatalError */
+    case 260: /* InvalidResumeToken */
+    case 136: /* CappedPositionLost */
+        return true;
+    default:
+        return reply && mongoc_error_has_label(reply, "NonResumableChangeStreamError");
+    }
+}
+
+char *cg_stream_position(mongoc_change_stream_t *stream)
+{
+    const bson_t *tok = mongoc_change_stream_get_resume_token(stream);
+    return tok ? cg_position_from_token(tok) : NULL;
+}
+
+mongoc_uri_t *cg_stream_uri(const cg_config_t *cfg, char *err, size_t errlen)
+{
+    bson_error_t berr;
+    mongoc_uri_t *uri = mongoc_uri_new_with_error(cfg->mongo_uri, &berr);
+    if (!uri) {
+        snprintf(err, errlen, "invalid --mongo-uri: %s", berr.message);
+        return NULL;
+    }
+    /* Bound each connection attempt so a stop request is honoured quickly
+     * while MongoDB is unreachable; the callers retry with backoff anyway. */
+    if (!mongoc_uri_has_option(uri, MONGOC_URI_SERVERSELECTIONTIMEOUTMS))
+        mongoc_uri_set_option_as_int32(uri, MONGOC_URI_SERVERSELECTIONTIMEOUTMS, 1000);
+    if (!mongoc_uri_has_option(uri, MONGOC_URI_CONNECTTIMEOUTMS))
+        mongoc_uri_set_option_as_int32(uri, MONGOC_URI_CONNECTTIMEOUTMS, 1000);
+    if (!mongoc_uri_has_option(uri, MONGOC_URI_APPNAME))
+        mongoc_uri_set_appname(uri, "changegate");
+    return uri;
+}
