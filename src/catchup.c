@@ -44,14 +44,7 @@ static bool stopping(cg_catchup_t *cu)
 /* Waits ms, or less when stopping. */
 static void nap(cg_catchup_t *cu, int ms)
 {
-    struct timespec until;
-    clock_gettime(CLOCK_REALTIME, &until);
-    until.tv_sec += ms / 1000;
-    until.tv_nsec += (long)(ms % 1000) * 1000000L;
-    if (until.tv_nsec >= 1000000000L) {
-        until.tv_sec++;
-        until.tv_nsec -= 1000000000L;
-    }
+    struct timespec until = cg_stream_realtime_in(ms);
     pthread_mutex_lock(&cu->lock);
     while (!cu->stop && pthread_cond_timedwait(&cu->cond, &cu->lock, &until) == 0)
         ;
@@ -208,14 +201,7 @@ cg_catchup_t *cg_catchup_new(const cg_config_t *cfg, cg_hub_t *hub, char *err, s
 
 bool cg_catchup_stop(cg_catchup_t *cu, int timeout_ms)
 {
-    struct timespec until;
-    clock_gettime(CLOCK_REALTIME, &until);
-    until.tv_sec += timeout_ms / 1000;
-    until.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-    if (until.tv_nsec >= 1000000000L) {
-        until.tv_sec++;
-        until.tv_nsec -= 1000000000L;
-    }
+    struct timespec until = cg_stream_realtime_in(timeout_ms);
     pthread_mutex_lock(&cu->lock);
     cu->stop = true;
     pthread_cond_broadcast(&cu->cond);

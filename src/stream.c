@@ -79,3 +79,16 @@ mongoc_uri_t *cg_stream_uri(const cg_config_t *cfg, char *err, size_t errlen)
         mongoc_uri_set_appname(uri, "changegate");
     return uri;
 }
+
+struct timespec cg_stream_realtime_in(int ms)
+{
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += ms / 1000;
+    until.tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000L;
+    }
+    return until;
+}

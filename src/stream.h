@@ -7,6 +7,7 @@
 
 #include <mongoc/mongoc.h>
 #include <stdbool.h>
+#include <time.h>
 
 #include "config.h"
 
@@ -30,5 +31,9 @@ char *cg_stream_position(mongoc_change_stream_t *stream);
  * connect and server-selection timeouts so stops are quick, an appname), or
  * NULL with err. */
 mongoc_uri_t *cg_stream_uri(const cg_config_t *cfg, char *err, size_t errlen);
+
+/* The CLOCK_REALTIME instant ms from now, as pthread's timed waits want it:
+ * the threads that talk to MongoDB (watcher, catch-up) nap with it. */
+struct timespec cg_stream_realtime_in(int ms);
 
 #endif

@@ -173,23 +173,9 @@ static bool should_stop(cg_watcher_t *w)
     return stop;
 }
 
-/* The CLOCK_REALTIME instant ms from now, as pthread's timed waits want it. */
-static struct timespec realtime_in(int ms)
-{
-    struct timespec until;
-    clock_gettime(CLOCK_REALTIME, &until);
-    until.tv_sec += ms / 1000;
-    until.tv_nsec += (long)(ms % 1000) * 1000000L;
-    if (until.tv_nsec >= 1000000000L) {
-        until.tv_sec++;
-        until.tv_nsec -= 1000000000L;
-    }
-    return until;
-}
-
 static void sleep_ms(cg_watcher_t *w, int ms)
 {
-    struct timespec until = realtime_in(ms);
+    struct timespec until = cg_stream_realtime_in(ms);
     pthread_mutex_lock(&w->lock);
     while (!w->stop && pthread_cond_timedwait(&w->cond, &w->lock, &until) == 0)
         ;
@@ -428,7 +414,7 @@ void cg_watcher_stop(cg_watcher_t *w, int timeout_ms)
     pthread_cond_broadcast(&w->cond);
     pthread_mutex_unlock(&w->lock);
     if (w->started && !w->joined) {
-        struct timespec until = realtime_in(timeout_ms);
+        struct timespec until = cg_stream_realtime_in(timeout_ms);
         if (pthread_timedjoin_np(w->thread, NULL, &until) == 0)
             w->joined = true;
         else
