@@ -1284,3 +1284,10 @@ def wait_devmongo_token(uri, db="probe", coll="probe"):
         raise TestFailure("pymongo change stream on devmongo gave no event within 15 s")
     finally:
         client.close()
+
+
+def is_heartbeat(obj):
+    """An NDJSON heartbeat line: {"heartbeat": true}, with "lastEventId" once the
+    subscriber's position is known."""
+    return (isinstance(obj, dict) and obj.get("heartbeat") is True
+            and set(obj) <= {"heartbeat", "lastEventId"})

@@ -73,7 +73,7 @@ def story(sc):
         o = n.next_obj(timeout=30)
         if o is None:
             break
-        if o != {"heartbeat": True}:
+        if not h.is_heartbeat(o):
             n_objs.append(o)
     h.check(n.end_state == "chunked-end" or (n.end_state == "eof" and not n.http.chunked),
             "N's NDJSON stream ended uncleanly after SIGTERM: %s", n.end_state)

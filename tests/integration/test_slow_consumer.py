@@ -127,7 +127,7 @@ def story(sc):
             break
         if o is None:
             break
-        if o == {"heartbeat": True}:
+        if h.is_heartbeat(o):
             continue
         if "reset" in o:
             h.check(set(o) == {"reset"}, "NDJSON reset line %r has extra keys", o)
