@@ -435,7 +435,12 @@ static bool start_catchup(cg_hub_t *hub, cg_sub_t *sub)
         return false;
     for (cg_source_t *src = hub->sources; src; src = src->next) {
         uint64_t cursor;
-        bool usable = src->state == SRC_JOINED || (src->state == SRC_RUNNING && src->stream_open);
+        /* A joined source is only of use while the journal still holds its
+         * seam: else its readers would be handed back to a journal that has
+         * moved on, and round they would go (a livelock under the lock). */
+        bool usable =
+            (src->state == SRC_JOINED && src->seam >= cg_journal_first_seq(hub->journal)) ||
+            (src->state == SRC_RUNNING && src->stream_open);
         if (usable && cg_journal_find(src->ring, position, &cursor)) {
             attach_source(src, sub, cursor);
             return true;

@@ -49,6 +49,27 @@ bool cg_stream_error_is_fatal(const bson_error_t *error, const bson_t *reply)
     case 280: /* ChangeStreamFatalError */
     case 260: /* InvalidResumeToken */
     case 136: /* CappedPositionLost */
+    /* The token itself cannot be parsed (mongod's resume_token.cpp and
+     * key_string.cpp): retrying the same token can only fail again. */
+    case 9:  /* FailedToParse: not hex */
+    case 14: /* TypeMismatch */
+    case 15: /* Overflow: truncated */
+    case 40646:
+    case 40647:
+    case 40648:
+    case 40649:
+    case 50793:
+    case 50794:
+    case 50795:
+    case 50796:
+    case 50811:
+    case 50854:
+    case 50855:
+    case 50870:
+    case 50872:
+    case 51055:
+    case 51056:
+    case 51057:
         return true;
     default:
         return reply && mongoc_error_has_label(reply, "NonResumableChangeStreamError");

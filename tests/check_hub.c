@@ -577,6 +577,36 @@ START_TEST(a_catchup_that_cannot_start_is_a_reset)
 }
 END_TEST
 
+/* The journal moves past a joined source's seam before its reader gets
+ * there: the reader needs a new stream, not the old source again (which
+ * used to hand it back and forth forever, holding the hub's lock). */
+START_TEST(a_seam_the_journal_has_left_starts_a_new_catchup)
+{
+    go_live();
+    for (unsigned i = 1; i <= 20; i++)
+        publish_n(i, "insert", "c");
+    fake_conn_t conn = {0};
+    cg_sub_t *sub = subscribe(&conn, "8200000003", NULL, NULL);
+    for (unsigned i = 4; i <= 12; i++)
+        ck_assert_int_eq(feed(fc.src[0], i), CG_FEED_MORE);
+    ck_assert_int_eq(feed(fc.src[0], 13), CG_FEED_STOP);
+    /* Its thread has not closed the stream yet (no _end): the source lives on. */
+    for (unsigned i = 21; i <= 40; i++) /* 13.. evicted */
+        publish_n(i, "insert", "c");
+    for (unsigned i = 4; i <= 12; i++)
+        expect_event(sub, i);
+    cg_event_t *ev;
+    ck_assert_int_eq(cg_hub_next(hub, sub, true, &ev, &fr), CG_NEXT_PARKED);
+    ck_assert_int_eq(fc.starts, 2);
+    ck_assert_str_eq(fc.position[1], "820000000C");
+    ck_assert_int_eq(feed(fc.src[1], 13), CG_FEED_MORE);
+    expect_event(sub, 13);
+    cg_hub_unsubscribe(hub, sub);
+    cg_hub_catchup_end(hub, fc.src[0]);
+    cg_hub_catchup_end(hub, fc.src[1]);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("hub");
@@ -602,6 +632,7 @@ int main(void)
     tcase_add_test(tc, catchup_streams_are_bounded_and_shared);
     tcase_add_test(tc, a_slow_reader_is_caught_up_instead_of_reset);
     tcase_add_test(tc, a_catchup_that_cannot_start_is_a_reset);
+    tcase_add_test(tc, a_seam_the_journal_has_left_starts_a_new_catchup);
     suite_add_tcase(s, tc);
     return test_run_suite(s);
 }
