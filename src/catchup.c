@@ -51,6 +51,13 @@ static void nap(cg_catchup_t *cu, int ms)
     pthread_mutex_unlock(&cu->lock);
 }
 
+/* MongoDB refused the position for good: its readers get a reset. */
+static void give_up(job_t *job, const bson_error_t *error)
+{
+    cg_log_info("catch-up: MongoDB cannot resume after %s: %s", job->resume, error->message);
+    cg_hub_catchup_fail(job->cu->hub, job->src, "history_lost");
+}
+
 /* Reads one stream until it is not needed. Returns false when MongoDB
  * refused the position for good (the hub has been told). */
 static bool read_stream(job_t *job, mongoc_change_stream_t *stream, bool *start_after, bool *done)
@@ -87,9 +94,7 @@ static bool read_stream(job_t *job, mongoc_change_stream_t *stream, bool *start_
                 return true; /* reopen with startAfter, as the watcher does */
         } else if (mongoc_change_stream_error_document(stream, &error, &reply)) {
             if (cg_stream_error_is_fatal(&error, reply)) {
-                cg_log_info("catch-up: MongoDB cannot resume after %s: %s", job->resume,
-                            error.message);
-                cg_hub_catchup_fail(cu->hub, job->src, "history_lost");
+                give_up(job, &error);
                 *done = true;
                 return false;
             }
@@ -118,9 +123,7 @@ static void *catchup_main(void *arg)
         const bson_t *reply;
         if (mongoc_change_stream_error_document(stream, &error, &reply)) {
             if (cg_stream_error_is_fatal(&error, reply)) {
-                cg_log_info("catch-up: MongoDB cannot resume after %s: %s", job->resume,
-                            error.message);
-                cg_hub_catchup_fail(cu->hub, job->src, "history_lost");
+                give_up(job, &error);
                 done = true;
             } else {
                 cg_log_debug("catch-up: cannot open a stream (retrying): %s", error.message);

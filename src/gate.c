@@ -104,8 +104,7 @@ static size_t count_params(const char *line, size_t len)
     return 1 + count_char(q, qlen, '&');
 }
 
-void cg_gate_classify(const char *head, size_t len, bool more, size_t small_budget,
-                      cg_gate_verdict_t *v)
+void cg_gate_classify(const char *head, size_t len, size_t small_budget, cg_gate_verdict_t *v)
 {
     memset(v, 0, sizeof *v);
     size_t line_max = CG_GATE_MAX_REQUEST_LINE + 2; /* and its CRLF */
@@ -115,7 +114,6 @@ void cg_gate_classify(const char *head, size_t len, bool more, size_t small_budg
             reject(v, 414, "uri_too_long", "the request line is longer than 64 KiB");
         else
             v->cls = CG_GATE_WAIT;
-        (void)more; /* an incomplete head from a closed peer: the caller drops it */
         return;
     }
     size_t line_len = (size_t)(nl - head) + 1;
@@ -262,7 +260,7 @@ static void examine(cg_gate_t *g, pending_t *p)
     }
     bool more = n > 0 && !p->peer_done;
     cg_gate_verdict_t v;
-    cg_gate_classify(g->buf, (size_t)n, more, g->small_budget, &v);
+    cg_gate_classify(g->buf, (size_t)n, g->small_budget, &v);
     switch (v.cls) {
     case CG_GATE_WAIT:
         if (!more || !watch(g, p))

@@ -37,10 +37,10 @@ typedef struct {
     char message[160]; /* for a person */
 } cg_gate_verdict_t;
 
-/* Decides from the first `len` bytes of a connection. `more` is false when no
- * more bytes can come (the peer closed its side). Pure: unit-tested. */
-void cg_gate_classify(const char *head, size_t len, bool more, size_t small_budget,
-                      cg_gate_verdict_t *v);
+/* Decides from the first `len` bytes of a connection. An incomplete head
+ * (CG_GATE_WAIT) from a peer that has closed its side is the caller's to drop.
+ * Pure: unit-tested. */
+void cg_gate_classify(const char *head, size_t len, size_t small_budget, cg_gate_verdict_t *v);
 
 /* Receives each accepted connection whose head passed. The callee owns fd. */
 typedef void (*cg_gate_handoff_fn)(void *ctx, int fd, const struct sockaddr *addr,

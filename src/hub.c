@@ -176,6 +176,12 @@ static const char *last_position(const cg_sub_t *sub)
     return sub->last ? sub->last->position : NULL;
 }
 
+/* The newest entry of src's ring (never empty: it starts with a MARK). */
+static cg_event_t *ring_newest(const cg_source_t *src)
+{
+    return cg_journal_get(src->ring, cg_journal_next_seq(src->ring) - 1);
+}
+
 static void wake_source_readers(cg_hub_t *hub, cg_source_t *src)
 {
     for (cg_sub_t *s = src->subs; s; s = s->src_next)
@@ -198,7 +204,7 @@ static void join_sources_at(cg_hub_t *hub, const cg_event_t *ev)
     for (cg_source_t *src = hub->sources; src; src = src->next) {
         if (src->state != SRC_RUNNING)
             continue;
-        cg_event_t *newest = cg_journal_get(src->ring, cg_journal_next_seq(src->ring) - 1);
+        cg_event_t *newest = ring_newest(src);
         if (newest && newest->position && strcmp(newest->position, ev->position) == 0)
             join_source(hub, src, ev->seq + 1);
     }
@@ -424,6 +430,23 @@ static cg_event_t *reset_here(cg_hub_t *hub, cg_sub_t *sub, const char *reason)
     return reset;
 }
 
+/* A source a reader at `position` can join, with its cursor there: one whose
+ * ring holds the position and that still leads somewhere. A joined source
+ * only does while the journal still holds its seam: else its readers would be
+ * handed back to a journal that has moved on, and round they would go (a
+ * livelock under the lock). Locked. */
+static cg_source_t *find_source(cg_hub_t *hub, const char *position, uint64_t *cursor)
+{
+    for (cg_source_t *src = hub->sources; src; src = src->next) {
+        bool usable =
+            (src->state == SRC_JOINED && src->seam >= cg_journal_first_seq(hub->journal)) ||
+            (src->state == SRC_RUNNING && src->stream_open);
+        if (usable && cg_journal_find(src->ring, position, cursor))
+            return src;
+    }
+    return NULL;
+}
+
 /* Puts sub on a catch-up source that resumes strictly after its last
  * position: a running one whose ring holds that position, else a new one if
  * fewer than max_catchup are open, else the waiting line. Returns false when
@@ -433,18 +456,11 @@ static bool start_catchup(cg_hub_t *hub, cg_sub_t *sub)
     const char *position = last_position(sub);
     if (!position)
         return false;
-    for (cg_source_t *src = hub->sources; src; src = src->next) {
-        uint64_t cursor;
-        /* A joined source is only of use while the journal still holds its
-         * seam: else its readers would be handed back to a journal that has
-         * moved on, and round they would go (a livelock under the lock). */
-        bool usable =
-            (src->state == SRC_JOINED && src->seam >= cg_journal_first_seq(hub->journal)) ||
-            (src->state == SRC_RUNNING && src->stream_open);
-        if (usable && cg_journal_find(src->ring, position, &cursor)) {
-            attach_source(src, sub, cursor);
-            return true;
-        }
+    uint64_t cursor;
+    cg_source_t *found = find_source(hub, position, &cursor);
+    if (found) {
+        attach_source(found, sub, cursor);
+        return true;
     }
     if (hub->catchup_active >= hub->max_catchup) {
         sub->waiting = true;
@@ -495,16 +511,13 @@ static void serve_waiting(cg_hub_t *hub)
     /* Others may now find their position in the new sources' rings. */
     for (cg_sub_t *s = hub->waiting; s; s = next) {
         next = s->wait_next;
-        for (cg_source_t *src = hub->sources; src; src = src->next) {
-            uint64_t cursor;
-            if (src->state == SRC_RUNNING && src->stream_open &&
-                cg_journal_find(src->ring, last_position(s), &cursor)) {
-                unlink_waiting(hub, s);
-                attach_source(src, s, cursor);
-                if (s->parked)
-                    unpark_sub(hub, s);
-                break;
-            }
+        uint64_t cursor;
+        cg_source_t *src = find_source(hub, last_position(s), &cursor);
+        if (src) {
+            unlink_waiting(hub, s);
+            attach_source(src, s, cursor);
+            if (s->parked)
+                unpark_sub(hub, s);
         }
     }
 }
@@ -537,7 +550,7 @@ cg_feed_t cg_hub_catchup_push(cg_hub_t *hub, cg_source_t *src, cg_event_t *ev)
 {
     cg_feed_t rc = CG_FEED_MORE;
     pthread_mutex_lock(&hub->lock);
-    cg_event_t *newest = cg_journal_get(src->ring, cg_journal_next_seq(src->ring) - 1);
+    cg_event_t *newest = ring_newest(src);
     uint64_t seam;
     if (src->state != SRC_RUNNING || !src->n_subs || hub->stopping) {
         rc = CG_FEED_STOP;

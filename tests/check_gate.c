@@ -20,7 +20,7 @@
 static cg_gate_verdict_t classify(const char *head)
 {
     cg_gate_verdict_t v;
-    cg_gate_classify(head, strlen(head), true, BUDGET, &v);
+    cg_gate_classify(head, strlen(head), BUDGET, &v);
     return v;
 }
 
