@@ -11,6 +11,7 @@
 
 #include "log.h"
 #include "metrics.h"
+#include "position.h"
 #include "stream.h"
 
 #define BACKOFF_MIN_MS 100
@@ -31,6 +32,8 @@ typedef struct {
     cg_catchup_t *cu;
     cg_source_t *src;
     char *resume; /* where the stream resumes next (after each event read) */
+    mongoc_client_t *client;
+    bool clock_checked; /* the first position is not ahead of MongoDB's clock */
 } job_t;
 
 static bool stopping(cg_catchup_t *cu)
@@ -58,6 +61,52 @@ static void give_up(job_t *job, const bson_error_t *error)
     cg_hub_catchup_fail(job->cu->hub, job->src, "history_lost");
 }
 
+/* Reads MongoDB's cluster time (gossiped in every reply of a replica set).
+ * Returns false when the reply carries none. */
+static bool cluster_time(mongoc_client_t *client, uint32_t *t, uint32_t *i)
+{
+    bson_t cmd = BSON_INITIALIZER, reply;
+    BSON_APPEND_INT32(&cmd, "ping", 1);
+    bson_error_t error;
+    bool ok = mongoc_client_command_simple(client, "admin", &cmd, NULL, &reply, &error);
+    bson_iter_t it, sub;
+    bool found = false;
+    if (ok && bson_iter_init(&it, &reply) &&
+        bson_iter_find_descendant(&it, "$clusterTime.clusterTime", &sub) &&
+        BSON_ITER_HOLDS_TIMESTAMP(&sub)) {
+        bson_iter_timestamp(&sub, t, i);
+        found = true;
+    }
+    bson_destroy(&reply);
+    bson_destroy(&cmd);
+    return found;
+}
+
+/* A stream resuming after a position from MongoDB's future waits for it
+ * (mongod does, and only fails at the first event after it, which may be
+ * years away): such a position was never issued, so its readers get a reset
+ * now. A position that is merely ahead of this instance's watcher (another
+ * instance gave it) is not ahead of the cluster time and passes. Returns
+ * false when the hub has been told. */
+static bool check_clock(job_t *job)
+{
+    uint32_t pt, pi, ct, ci;
+    if (!cg_position_cluster_time(job->resume, &pt, &pi)) {
+        job->clock_checked = true; /* an old token shape: no time to compare */
+        return true;
+    }
+    if (!cluster_time(job->client, &ct, &ci))
+        return true; /* try again after the next empty batch */
+    job->clock_checked = true;
+    if (pt < ct || (pt == ct && pi <= ci))
+        return true;
+    cg_log_info("catch-up: position %s is ahead of MongoDB's cluster time (%u, %u): it was "
+                "never issued by this deployment",
+                job->resume, ct, ci);
+    cg_hub_catchup_fail(job->cu->hub, job->src, "history_lost");
+    return false;
+}
+
 /* Reads one stream until it is not needed. Returns false when MongoDB
  * refused the position for good (the hub has been told). */
 static bool read_stream(job_t *job, mongoc_change_stream_t *stream, bool *start_after, bool *done)
@@ -78,6 +127,7 @@ static bool read_stream(job_t *job, mongoc_change_stream_t *stream, bool *start_
             bool invalidate = ev->op && strcmp(ev->op, "invalidate") == 0;
             bson_free(job->resume);
             job->resume = bson_strdup(ev->position);
+            job->clock_checked = true;
             *start_after = invalidate; /* resumeAfter an invalidate is an error */
             cg_metrics_catchup_event();
             cg_feed_t fed;
@@ -100,6 +150,9 @@ static bool read_stream(job_t *job, mongoc_change_stream_t *stream, bool *start_
             }
             cg_log_debug("catch-up: stream error, reopening: %s", error.message);
             return true;
+        } else if (!job->clock_checked && !check_clock(job)) {
+            *done = true;
+            return false;
         } else if (!cg_hub_catchup_wanted(cu->hub, job->src)) {
             *done = true;
             return true;
@@ -115,6 +168,7 @@ static void *catchup_main(void *arg)
     cg_catchup_t *cu = job->cu;
     cg_log_debug("catch-up: resuming after %s", job->resume);
     mongoc_client_t *client = mongoc_client_pool_pop(cu->pool);
+    job->client = client;
     bool start_after = false, done = false;
     int backoff = BACKOFF_MIN_MS;
     while (!done && !stopping(cu) && cg_hub_catchup_wanted(cu->hub, job->src)) {

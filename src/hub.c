@@ -34,6 +34,7 @@ struct cg_source {
     enum { SRC_RUNNING, SRC_JOINED, SRC_FAILED } state;
     uint64_t seam;      /* JOINED: the journal cursor right after the ring's last event */
     const char *reason; /* FAILED: the reset code */
+    uint64_t start;     /* the journal's next cursor when the stream was opened */
     bool stream_open;   /* until cg_hub_catchup_end() */
     int64_t full_since; /* when the ring became full of unread events; 0: it is not */
     cg_sub_t *subs;     /* its readers (linked through src_prev/src_next) */
@@ -420,14 +421,37 @@ static void unlink_waiting(cg_hub_t *hub, cg_sub_t *sub)
     hub->n_waiting--;
 }
 
-static cg_event_t *reset_here(cg_hub_t *hub, cg_sub_t *sub, const char *reason)
+/* Gives sub a reset that continues at journal cursor `from` (or the oldest
+ * entry the journal still has). Locked. */
+static cg_event_t *reset_at(cg_hub_t *hub, cg_sub_t *sub, const char *reason, uint64_t from)
 {
-    sub->cursor = cg_journal_next_seq(hub->journal);
+    uint64_t first = cg_journal_first_seq(hub->journal);
+    sub->cursor = from < first ? first : from;
     cg_metrics_reset(reason);
     cg_event_t *reset =
         cg_event_new_reset(cg_journal_position_before(hub->journal, sub->cursor), reason);
     set_last(sub, reset);
     return reset;
+}
+
+static cg_event_t *reset_here(cg_hub_t *hub, cg_sub_t *sub, const char *reason)
+{
+    return reset_at(hub, sub, reason, cg_journal_next_seq(hub->journal));
+}
+
+/* When a catch-up stream fails, "now" for its readers is when it was opened:
+ * MongoDB may refuse a position only at the first event after it (a token
+ * that was never issued), and that event must not be skipped. A reader that
+ * already got further (its last position is in the journal) continues there,
+ * so nothing is repeated either. Locked. */
+static cg_event_t *reset_after_source(cg_hub_t *hub, cg_sub_t *sub, const char *reason,
+                                      uint64_t start)
+{
+    uint64_t at;
+    const char *last = last_position(sub);
+    if (last && cg_journal_find(hub->journal, last, &at) && at > start)
+        start = at;
+    return reset_at(hub, sub, reason, start);
 }
 
 /* A source a reader at `position` can join, with its cursor there: one whose
@@ -478,6 +502,7 @@ static bool start_catchup(cg_hub_t *hub, cg_sub_t *sub)
     src->ring = cg_journal_new(CATCHUP_RING);
     cg_journal_append(src->ring, cg_event_new_mark(position));
     src->state = SRC_RUNNING;
+    src->start = cg_journal_next_seq(hub->journal);
     src->stream_open = true;
     src->next = hub->sources;
     if (hub->sources)
@@ -720,8 +745,9 @@ static cg_event_t *next_entry(cg_hub_t *hub, cg_sub_t *sub)
             }
             if (src->state == SRC_FAILED) {
                 const char *reason = src->reason;
+                uint64_t start = src->start;
                 detach_source(hub, sub);
-                return reset_here(hub, sub, reason);
+                return reset_after_source(hub, sub, reason, start);
             }
             return NULL;
         }

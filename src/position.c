@@ -139,3 +139,21 @@ int cg_position_to_token(const char *pos, bson_t *token, char *err, size_t errle
     BSON_APPEND_UTF8(token, "_data", pos);
     return 0;
 }
+
+static uint32_t hex_u32(const char *s)
+{
+    uint32_t v = 0;
+    for (int k = 0; k < 8; k++)
+        v = v << 4 | (uint32_t)(s[k] <= '9' ? s[k] - '0' : s[k] - 'A' + 10);
+    return v;
+}
+
+bool cg_position_cluster_time(const char *pos, uint32_t *t, uint32_t *i)
+{
+    size_t len = strlen(pos);
+    if (len < 18 || strncmp(pos, "82", 2) != 0 || !is_upper_hex(pos, len))
+        return false;
+    *t = hex_u32(pos + 2);
+    *i = hex_u32(pos + 10);
+    return true;
+}

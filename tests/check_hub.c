@@ -607,6 +607,36 @@ START_TEST(a_seam_the_journal_has_left_starts_a_new_catchup)
 }
 END_TEST
 
+/* MongoDB refuses a position only at the first event after it (a token that
+ * was never issued): the events the watcher got meanwhile follow the reset,
+ * since "now" for the reader is when its catch-up began. */
+START_TEST(a_refused_catchup_resets_to_where_it_began)
+{
+    go_live();
+    for (unsigned i = 1; i <= 3; i++)
+        publish_n(i, "insert", "c");
+    fake_conn_t conn = {0};
+    cg_sub_t *sub = subscribe(&conn, "8200000009", NULL, NULL);
+    ck_assert_int_eq(fc.starts, 1);
+    cg_event_t *ev;
+    ck_assert_int_eq(cg_hub_next(hub, sub, true, &ev, &fr), CG_NEXT_PARKED);
+    publish_n(4, "insert", "c");
+    publish_n(5, "insert", "c");
+    cg_hub_catchup_fail(hub, fc.src[0], "history_lost");
+    ck_assert_int_eq(conn.wakes, 1);
+    ck_assert_int_eq(cg_hub_next(hub, sub, true, &ev, &fr), CG_NEXT_EVENT);
+    ck_assert_int_eq(ev->kind, CG_EVENT_RESET);
+    ck_assert_str_eq(ev->reason, "history_lost");
+    ck_assert_str_eq(ev->position, "8200000003");
+    cg_event_unref(ev);
+    expect_event(sub, 4);
+    expect_event(sub, 5);
+    ck_assert_int_eq(cg_hub_next(hub, sub, false, &ev, &fr), CG_NEXT_EMPTY);
+    cg_hub_catchup_end(hub, fc.src[0]);
+    cg_hub_unsubscribe(hub, sub);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("hub");
@@ -633,6 +663,7 @@ int main(void)
     tcase_add_test(tc, a_slow_reader_is_caught_up_instead_of_reset);
     tcase_add_test(tc, a_catchup_that_cannot_start_is_a_reset);
     tcase_add_test(tc, a_seam_the_journal_has_left_starts_a_new_catchup);
+    tcase_add_test(tc, a_refused_catchup_resets_to_where_it_began);
     suite_add_tcase(s, tc);
     return test_run_suite(s);
 }

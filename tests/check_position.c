@@ -109,6 +109,23 @@ START_TEST(non_canonical_encoding_of_a_hex_token_is_refused)
 }
 END_TEST
 
+/* A 4.2+ token starts with its clusterTime: "82", seconds, increment. */
+START_TEST(cluster_time_is_read_from_hex_tokens_only)
+{
+    uint32_t t = 0, i = 0;
+    ck_assert(cg_position_cluster_time("826B044B37000947FF01", &t, &i));
+    ck_assert_uint_eq(t, 0x6B044B37u);
+    ck_assert_uint_eq(i, 0x000947FFu);
+    ck_assert(cg_position_cluster_time("827FFFFFF0FFFFFFFF", &t, &i));
+    ck_assert_uint_eq(t, 0x7FFFFFF0u);
+    ck_assert_uint_eq(i, 0xFFFFFFFFu);
+    ck_assert(!cg_position_cluster_time("826B044B37000947F", &t, &i)); /* too short */
+    ck_assert(!cg_position_cluster_time("836B044B37000947FF01", &t, &i));
+    ck_assert(!cg_position_cluster_time("826b044b37000947ff01", &t, &i));
+    ck_assert(!cg_position_cluster_time("~FAAAAAJfZGF0YQAFAAAAAAA", &t, &i));
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("position");
@@ -118,6 +135,7 @@ int main(void)
     tcase_add_test(tc, empty_token_has_no_position);
     tcase_add_test(tc, malformed_positions_are_refused_with_a_reason);
     tcase_add_test(tc, non_canonical_encoding_of_a_hex_token_is_refused);
+    tcase_add_test(tc, cluster_time_is_read_from_hex_tokens_only);
     suite_add_tcase(s, tc);
     return test_run_suite(s);
 }

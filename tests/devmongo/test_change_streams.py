@@ -239,10 +239,16 @@ def test_errors(c):
     ts = r["firstBatch"][0]["clusterTime"]
     check.raises(lambda: agg(db, "e", {"resumeAfter": tok, "startAtOperationTime": ts}), 40674,
                  "resume token and startAtOperationTime together")
-    # A well-formed token inside the window for which no event exists.
+    # A well-formed token for which no event exists: as on mongod the aggregate succeeds
+    # and the stream fails at its first event after the token (test_resume_errors.py has
+    # the details).
     data = r["firstBatch"][0]["_id"]["_data"]
-    fake = {"_data": data[:10] + "%08X" % (int(data[10:18], 16) + 1000) + data[18:]}
-    check.raises(lambda: agg(db, "e", {"resumeAfter": fake}), 280, "token with no such event",
+    fake = {"_data": data[:10] + "%08X" % (int(data[10:18], 16) + 1) + data[18:]}
+    cur = agg(db, "e", {"resumeAfter": fake})["cursor"]
+    check.eq((cur["firstBatch"], cur["postBatchResumeToken"]), ([], fake),
+             "token with no such event: empty first batch, the token as postBatchResumeToken")
+    db.e.insert_one({"_id": 2})
+    check.raises(lambda: get_more(db, cur, "e"), 280, "token with no such event: the next event fails",
                  label="NonResumableChangeStreamError")
     check.raises(lambda: db.command("getMore", Int64(12345), collection="e"), 43, "getMore unknown cursor")
     kc = db.command("killCursors", "e", cursors=[Int64(999)])

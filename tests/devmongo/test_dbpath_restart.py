@@ -1,8 +1,9 @@
 #!/usr/bin/python3
 """--dbpath durability: stop devmongo and start it again on the same port with the same
 directory; documents survive, clusterTime keeps increasing, and change streams resume
-with no loss, both from a saved token and for a pymongo stream left open across the
-restart (it sees a network error and resumes by itself, as after a mongod restart)."""
+with no gap and no repeat, from a saved event token (resumeAfter and startAfter), from a
+saved postBatchResumeToken, and for a pymongo stream left open across the restart (it
+sees a network error and resumes by itself, as after a mongod restart)."""
 
 import shutil
 import tempfile
@@ -26,6 +27,12 @@ def test_restart(dbpath):
         coll.insert_one({"_id": 4})           # written after the saved token, before the restart
         c.dur.c.update_one({"_id": 0}, {"$set": {"x": 1}})
         before = c.admin.command("ping")["operationTime"]
+        # A postBatchResumeToken saved before the restart by a client that read everything:
+        # after an unrelated write it is a high-water mark, not an event's _id.
+        c.dur.unrelated.insert_one({})
+        hwm = c.dur.command("aggregate", "c", pipeline=[{"$changeStream": {"resumeAfter": ev3["_id"]}}],
+                            cursor={})["cursor"]["postBatchResumeToken"]
+        check.ok(hwm["_data"].endswith("FF"), "that postBatchResumeToken is a high-water mark: %r" % hwm)
         # A stream that stays open across the restart.
         live = coll.watch(max_await_time_ms=200)
         check.eq(dm.stop(), 0, "clean stop with --dbpath")
@@ -45,6 +52,16 @@ def test_restart(dbpath):
                 got.append(e and (e["operationType"], e["documentKey"]["_id"]))
             check.eq(got, [("insert", 4), ("update", 0), ("insert", 5)],
                      "resume from a token saved before the restart")
+            check.ok(next_change(s, 0.5) is None, "nothing after them (no repeat)")
+        with coll.watch(resume_after=hwm) as s:
+            e = next_change(s)
+            check.eq(e and e["documentKey"]["_id"], 5,
+                     "resume from a postBatchResumeToken saved before the restart: the next event")
+            check.ok(next_change(s, 0.5) is None, "and nothing else (no repeat)")
+        with coll.watch(start_after=ev3["_id"]) as s:
+            got = [next_change(s) for _ in range(3)]
+            check.eq([e and e["documentKey"]["_id"] for e in got], [4, 0, 5],
+                     "startAfter a token saved before the restart")
         e = next_change(live, 10)
         check.eq(e and e["documentKey"]["_id"], 5, "stream left open across the restart resumes by itself")
         live.close()

@@ -249,6 +249,14 @@ class Devmongo:
         check(rc == 0, "%s exited with status %s after SIGTERM (expected 0)", self.name, rc)
         return rc
 
+    def restart(self, down=0.0):
+        """SIGTERM, stay down `down` seconds, start again on the same port (and --dbpath,
+        if any: then it behaves like a mongod restart, with its oplog intact)."""
+        self.stop()
+        if down:
+            time.sleep(down)
+        return self.start()
+
 
 class Changegate:
     """The daemon under test, on a loopback port, optionally under CG_WRAPPER."""
@@ -341,6 +349,34 @@ class Changegate:
                   " -- the wrapper (%s) reported errors" % WRAPPER[0]
                   if WRAPPER and rc == 99 else "")
         return rc
+
+    def kill(self):
+        """SIGKILL (no chance to persist anything more) and reap; start() may follow, on the
+        same port with the same --state-dir. Returns the exit status (-9)."""
+        check(self.proc is not None and self.proc.alive(), "%s is not running", self.name)
+        self.proc.send_signal(signal.SIGKILL)
+        try:
+            self.proc.popen.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            raise TestFailure("%s survived SIGKILL for 10 s" % self.name)
+        rc, _ = self.proc.stop(wait=0, sig=None)
+        say("%s (pid %d) SIGKILLed: status %s", self.name, self.proc.pid, rc)
+        return rc
+
+    def health_json(self):
+        """(status, parsed JSON body) of GET /healthz."""
+        status, _, body = self.health()
+        return status, json_body(body, "/healthz")
+
+    def metrics(self):
+        """GET /metrics parsed (see parse_metrics); fails unless it answers 200."""
+        return metrics(self.port)
+
+    def rss_kb(self):
+        """changegate's resident set size in kB (VmRSS of its pid; under CG_WRAPPER, the
+        wrapper's)."""
+        self._check_alive()
+        return rss_kb(self.proc.pid)
 
     def stderr(self):
         return self.proc.output() if self.proc else ""
@@ -1088,7 +1124,7 @@ class NDJSONClient:
             if o is None:
                 raise TestFailure("NDJSON %s ended (%s) after %d of %d events" % (
                     self.path, self.end_state, len(got), n))
-            if skip_heartbeats and o == {"heartbeat": True}:
+            if skip_heartbeats and is_heartbeat(o):
                 continue
             got.append(o)
         return got
@@ -1229,7 +1265,8 @@ def check_sequence(got, want, what):
             repeats.append(g)
         seen.add(g)
     missing = [w for w in want if w not in seen]
-    extra = [g for g in seen if g not in set(want)]
+    want_set = set(want)
+    extra = [g for g in seen if g not in want_set]
     first = next((i for i, (a, b) in enumerate(zip(got, want)) if a != b), min(len(got), len(want)))
     raise TestFailure(
         "%s: got %d items, expected %d; first difference at index %d (got %r, expected %r); "
@@ -1286,8 +1323,308 @@ def wait_devmongo_token(uri, db="probe", coll="probe"):
         client.close()
 
 
+# --------------------------------------------------------------------------- NDJSON control lines
+
 def is_heartbeat(obj):
     """An NDJSON heartbeat line: {"heartbeat": true}, with "lastEventId" once the
     subscriber's position is known."""
     return (isinstance(obj, dict) and obj.get("heartbeat") is True
             and set(obj) <= {"heartbeat", "lastEventId"})
+
+
+# --------------------------------------------------------------------------- /metrics, RSS
+
+_METRIC_LINE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})?\s+(\S+)(\s+\S+)?$')
+_METRIC_LABEL = re.compile(r'\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*=\s*"((?:[^"\\]|\\.)*)"\s*,?')
+
+
+def parse_metrics(text):
+    """Prometheus text format -> {(name, frozenset of (label, value)): float}. Fails on a
+    line that is not a comment, blank, or a well-formed sample."""
+    out = {}
+    for ln in text.splitlines():
+        if not ln.strip() or ln.startswith("#"):
+            continue
+        m = _METRIC_LINE.match(ln.strip())
+        check(m is not None, "/metrics: malformed line %r", ln)
+        labels = {}
+        if m.group(3):
+            pos, body = 0, m.group(3)
+            while pos < len(body):
+                lm = _METRIC_LABEL.match(body, pos)
+                check(lm is not None and lm.end() > pos, "/metrics: malformed labels in %r", ln)
+                labels[lm.group(1)] = lm.group(2)
+                pos = lm.end()
+        try:
+            value = float(m.group(4))
+        except ValueError:
+            raise TestFailure("/metrics: value of %r is not a number" % ln)
+        out[(m.group(1), frozenset(labels.items()))] = value
+    return out
+
+
+class Metrics(dict):
+    """Parsed /metrics: value(name, **labels) for one sample, total(name, **labels) for the
+    sum over every sample whose labels include the given ones."""
+
+    def has(self, name):
+        return any(k[0] == name for k in self)
+
+    def value(self, name, **labels):
+        want = frozenset(labels.items())
+        check(self.has(name), "/metrics has no %s (it has: %s)", name,
+              ", ".join(sorted({k[0] for k in self}))[:1500])
+        check((name, want) in self, "/metrics has no %s%r (samples: %r)", name, labels,
+              [dict(k[1]) for k in self if k[0] == name])
+        return self[(name, want)]
+
+    def total(self, name, **labels):
+        check(self.has(name), "/metrics has no %s (it has: %s)", name,
+              ", ".join(sorted({k[0] for k in self}))[:1500])
+        want = set(labels.items())
+        return sum(v for (n, ls), v in self.items() if n == name and want <= set(ls))
+
+
+def metrics(port, timeout=10):
+    status, hdrs, body = request(port, "GET", "/metrics", timeout=timeout)
+    check(status == 200, "GET /metrics answered %d: %r", status, body[:300])
+    ctype = hdrs.get("content-type", "")
+    check(ctype.startswith("text/plain"), "GET /metrics: Content-Type %r, expected text/plain "
+          "(Prometheus text format)", ctype)
+    return Metrics(parse_metrics(body.decode("utf-8", "replace")))
+
+
+def rss_kb(pid):
+    """VmRSS of a process, in kB."""
+    with open("/proc/%d/status" % pid) as f:
+        for ln in f:
+            if ln.startswith("VmRSS:"):
+                return int(ln.split()[1])
+    raise TestFailure("no VmRSS in /proc/%d/status" % pid)
+
+
+def raise_nofile(want):
+    """Raise this process's RLIMIT_NOFILE soft limit to at least `want` (processes started
+    afterwards inherit it); fail clearly when the hard limit is lower."""
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    check(hard == resource.RLIM_INFINITY or hard >= want,
+          "this scenario needs %d open files; the hard limit is %d (ulimit -Hn)", want, hard)
+    if soft != resource.RLIM_INFINITY and soft < want:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)
+
+
+# --------------------------------------------------------------------------- fault injection
+
+def fail_command(client_or_uri, mode, **data):
+    """configureFailPoint failCommand on devmongo (as on mongod): mode {"times": N},
+    "alwaysOn" or "off"; data: failCommands, errorCode, errorLabels, closeConnection,
+    blockConnection, blockTimeMS, appName. Takes a pymongo client or a URI."""
+    import pymongo
+    own = isinstance(client_or_uri, str)
+    client = (pymongo.MongoClient(client_or_uri, serverSelectionTimeoutMS=15000)
+              if own else client_or_uri)
+    try:
+        if mode == "off":
+            return client.admin.command("configureFailPoint", "failCommand", mode="off")
+        return client.admin.command("configureFailPoint", "failCommand", mode=mode, data=data)
+    finally:
+        if own:
+            client.close()
+
+
+# --------------------------------------------------------------------------- many raw SSE clients
+
+class RawSSE:
+    """One GET /events on a non-blocking socket, for scenarios with thousands of
+    subscribers driven by pump() in one thread. It decodes HTTP (status, headers, chunked
+    or plain body) and hands over complete SSE blocks (text up to the last blank line;
+    changegate ends lines with a bare LF) through take(); the scenario parses them (a
+    regular expression over the bytes is enough, and fast)."""
+
+    def __init__(self, port, path="/events", last_event_id=None, headers=None, rcvbuf=None,
+                 host="127.0.0.1", tag=None):
+        self.port, self.path, self.tag = port, path, tag
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        if rcvbuf:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        self.sock.setblocking(False)
+        err = self.sock.connect_ex((host, port))
+        check(err in (0, 115, 11), "connect to :%d failed at once: %s", port, os.strerror(err))
+        hdrs = {"Host": "%s:%d" % (host, port), "User-Agent": "changegate-integration-mass",
+                "Accept": "text/event-stream", "Cache-Control": "no-cache"}
+        hdrs.update(_position_headers(last_event_id, headers))
+        self.request = ("GET %s HTTP/1.1\r\n%s\r\n" % (path, "".join(
+            "%s: %s\r\n" % (k, v) for k, v in hdrs.items() if v is not None))).encode("latin-1")
+        self.sent = 0
+        self.rbuf = bytearray()
+        self.status = None
+        self.head = None
+        self.headers = {}
+        self.chunked = False
+        self.chunk_left = 0          # bytes of the current chunk still to come (chunked)
+        self.crlf_left = 0           # CRLF after a chunk's data still to skip
+        self.body = bytearray()      # decoded body not yet taken
+        self.body_bytes = 0
+        self.ended = False
+        self.end_state = None        # chunked-end | eof | reset | error
+        self.error = None
+        self.done = False            # the scenario's own flag
+
+    def fileno(self):
+        return self.sock.fileno()
+
+    def want_write(self):
+        return self.sent < len(self.request) and not self.ended
+
+    def on_writable(self):
+        try:
+            self.sent += self.sock.send(self.request[self.sent:])
+        except (BlockingIOError, InterruptedError):
+            pass
+        except OSError as e:
+            self._end("error", e)
+
+    def on_readable(self):
+        """Reads what the socket holds (up to 1 MB per call, to stay fair)."""
+        for _ in range(4):
+            try:
+                data = self.sock.recv(262144)
+            except (BlockingIOError, InterruptedError):
+                return
+            except ConnectionResetError as e:
+                self._end("reset", e)
+                return
+            except OSError as e:
+                self._end("error", e)
+                return
+            if not data:
+                self._end(self.end_state or "eof")
+                return
+            self._feed(data)
+            if self.ended:
+                return
+
+    def _end(self, state, err=None):
+        if not self.ended:
+            self.ended = True
+            self.end_state = self.end_state or state
+            self.error = err
+
+    def _feed(self, data):
+        self.rbuf += data
+        if self.head is None:
+            k = self.rbuf.find(b"\r\n\r\n")
+            if k < 0:
+                return
+            self.head = bytes(self.rbuf[:k]).decode("latin-1")
+            del self.rbuf[:k + 4]
+            lines = self.head.split("\r\n")
+            parts = lines[0].split(" ", 2)
+            try:
+                self.status = int(parts[1])
+            except (IndexError, ValueError):
+                self._end("error", "bad status line %r" % lines[0])
+                return
+            for ln in lines[1:]:
+                key, _, v = ln.partition(":")
+                self.headers[key.strip().lower()] = v.strip()
+            self.chunked = "chunked" in self.headers.get("transfer-encoding", "").lower()
+        if not self.chunked:
+            self.body += self.rbuf
+            self.body_bytes += len(self.rbuf)
+            del self.rbuf[:]
+            return
+        buf, pos, n = self.rbuf, 0, len(self.rbuf)
+        while pos < n:
+            if self.crlf_left:
+                take = min(self.crlf_left, n - pos)
+                pos += take
+                self.crlf_left -= take
+                continue
+            if self.chunk_left:
+                take = min(self.chunk_left, n - pos)
+                self.body += buf[pos:pos + take]
+                self.body_bytes += take
+                pos += take
+                self.chunk_left -= take
+                if not self.chunk_left:
+                    self.crlf_left = 2
+                continue
+            k = buf.find(b"\r\n", pos)
+            if k < 0:
+                break
+            try:
+                size = int(bytes(buf[pos:k]).split(b";")[0].strip(), 16)
+            except ValueError:
+                self._end("error", "bad chunk size line %r" % bytes(buf[pos:k + 2]))
+                return
+            pos = k + 2
+            if size == 0:
+                self.end_state = "chunked-end"    # trailers ignored; the server closes
+                self.chunked = False
+                pos = n
+                break
+            self.chunk_left = size
+        del self.rbuf[:pos]
+
+    def take(self):
+        """The complete SSE blocks received since the last call (bytes ending with a blank
+        line), or b''."""
+        k = self.body.rfind(b"\n\n")
+        if k < 0:
+            return b""
+        out = bytes(self.body[:k + 2])
+        del self.body[:k + 2]
+        return out
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+def pump(conns, on_data, finished, timeout, tick=None, tick_every=1.0):
+    """Drive RawSSE connections with epoll: send each request as soon as its socket is
+    writable, read whatever arrives, call on_data(conn, blocks) with complete SSE blocks,
+    and stop watching a connection once finished(conn) is true or its stream ended.
+    tick() is called about every tick_every seconds. Returns the connections that are
+    neither finished nor ended when `timeout` seconds have passed (empty: all done)."""
+    import select as _select
+    ep = _select.epoll()
+    by_fd = {}
+    try:
+        for c in conns:
+            if c.ended or finished(c):
+                continue
+            by_fd[c.fileno()] = c
+            ep.register(c.fileno(), _select.EPOLLIN | (_select.EPOLLOUT if c.want_write() else 0))
+        deadline = time.monotonic() + timeout
+        next_tick = time.monotonic() + tick_every
+        while by_fd and time.monotonic() < deadline:
+            for fd, ev in ep.poll(0.1, 1024):
+                c = by_fd.get(fd)
+                if c is None:
+                    continue
+                if ev & _select.EPOLLOUT and c.want_write():
+                    c.on_writable()
+                    if not c.want_write() and not c.ended:
+                        ep.modify(fd, _select.EPOLLIN)
+                if ev & (_select.EPOLLIN | _select.EPOLLHUP | _select.EPOLLERR) and not c.want_write():
+                    c.on_readable()
+                    data = c.take()
+                    if data:
+                        on_data(c, data)
+                elif ev & (_select.EPOLLHUP | _select.EPOLLERR):
+                    c._end("error", "connection failed before the request was sent")
+                if c.ended or finished(c):
+                    ep.unregister(fd)
+                    del by_fd[fd]
+            if tick and time.monotonic() >= next_tick:
+                tick()
+                next_tick = time.monotonic() + tick_every
+        return list(by_fd.values())
+    finally:
+        ep.close()

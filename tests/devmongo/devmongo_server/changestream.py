@@ -136,30 +136,39 @@ class ChangeStream:
         token = resume_after if resume_after is not None else start_after
         if token is not None and start_at is not None:
             raise CommandError(40674, "Only one type of resume option is allowed, but multiple were found.")
-        oldest = self.oplog.oldest_ts()
+        # The event a resume token names, until the scan has seen it (see next_batch).
+        self.unverified = None
+        # The resume point whose history the first scan checks (see _check_history).
+        self.history_from = None
         if token is not None:
-            pos = decode_token(token)
-            if pos[2] == KIND_INVALIDATE and resume_after is not None:
+            tok = decode_token(token, "resumeAfter" if resume_after is not None else "startAfter")
+            if tok.from_invalidate and resume_after is not None:
                 raise CommandError(260, "Attempting to resume a change stream using 'resumeAfter' is not "
                                         "allowed from an invalidate notification.")
-            self._check_history(pos, oldest)
-            if pos[2] in (KIND_EVENT, KIND_INVALIDATE) and self.oplog.find(pos[:2]) is None:
-                raise CommandError(280, "cannot resume stream; the resume token was not found. %s"
-                                   % token.get("_data"))
-            self.pos = pos
+            if tok.event:
+                self.unverified = tok
+            self.pos = tok.pos
+            self.history_from = tok.pos
         elif start_at is not None:
             try:
-                pos = (start_at.time, start_at.inc, KIND_BEFORE)
+                self.pos = (start_at.time, start_at.inc, KIND_BEFORE)
             except AttributeError:
                 raise CommandError(14, "startAtOperationTime must be a timestamp")
-            self._check_history(pos, oldest)
-            self.pos = pos
+            self.history_from = self.pos
         else:
             # Start "now": after the newest entry.
             self.pos = self.oplog.newest_ts() + (KIND_HIGH_WATER,)
 
-    def _check_history(self, pos, oldest):
-        if pos[:2] < oldest:
+    def _check_history(self):
+        """286 if the oplog no longer reaches back to the resume point. On mongod the oplog
+        scan checks this when it first reads (CollectionScan::assertTsHasNotFallenOff, turned
+        into ChangeStreamHistoryLost by DocumentSourceChangeStreamCheckResumability): in the
+        aggregate, or in the first getMore after `batchSize: 0`. Never while the oldest
+        entry is still the deployment's first (see oplog.py)."""
+        pos, self.history_from = self.history_from, None
+        if pos[:2] < self.oplog.oldest_ts() and not self.oplog.starts_at_initiation():
+            self.server.cursors.pop(self.id, None)
+            self.closed = True
             raise CommandError(286, "Resume of change stream was not possible, as the resume point may "
                                     "no longer be in the oplog.")
 
@@ -195,6 +204,8 @@ class ChangeStream:
         if self.closed:
             return []
         oplog = self.oplog
+        if self.history_from is not None:
+            self._check_history()
         self._check_position()
         events = []
         last_returned = None
@@ -204,10 +215,13 @@ class ChangeStream:
         while idx < n and len(events) < limit:
             e = entries[idx]
             idx += 1
+            if self.unverified is not None:
+                self._look_for_token(e)
             ev_pos = e.ts + (KIND_EVENT,)
             if ev_pos > self.pos:
                 self.pos = ev_pos
                 if self._visible(e):
+                    self._check_token_seen(ev_pos)
                     ev = self._run_pipeline(self._make_event(e, ev_pos))
                     if ev is not None:
                         events.append(ev)
@@ -216,6 +230,7 @@ class ChangeStream:
             if inv_pos > self.pos and self._invalidates(e):
                 if len(events) >= limit:
                     break  # the invalidate goes in the next batch
+                self._check_token_seen(inv_pos)
                 self.pos = inv_pos
                 events.append({"_id": encode_token(inv_pos), "operationType": "invalidate",
                                "clusterTime": e.timestamp(), "wallTime": e.wall})
@@ -229,12 +244,37 @@ class ChangeStream:
                 self.pos = hw
         return events
 
+    # mongod 6.0 (DocumentSourceChangeStreamEnsureResumeTokenPresent, placed after the
+    # namespace filter and the invalidate check, before the user's stages) lets a stream
+    # resumed from an event token run until the first event of this stream after the
+    # token: if the token's own event was not seen before it, the token was never issued
+    # by this deployment for this stream, and the getMore (or the aggregate, if that
+    # event already exists) fails with 280. Nothing is checked at open time, so a token
+    # from the future is accepted and the stream waits; entries of other namespaces move
+    # the postBatchResumeToken on (ChangeStreamProxyStage) without deciding anything.
+    def _look_for_token(self, e):
+        tok = self.unverified
+        if tok.foreign or e.ts != tok.pos[:2]:
+            return
+        if self._invalidates(e) if tok.from_invalidate else self._visible(e):
+            self.unverified = None
+
+    def _check_token_seen(self, pos):
+        if self.unverified is None:
+            return
+        self.server.cursors.pop(self.id, None)
+        self.closed = True
+        raise CommandError(280, 'cannot resume stream; the resume token was not found. {_data: "%s"}'
+                           % encode_token(pos)["_data"])
+
     def _check_position(self):
-        """CappedPositionLost (136) if entries after our position were trimmed away."""
+        """CappedPositionLost (136) once the entry our position stands on was trimmed away:
+        mongod's oplog cursor cannot be restored when the last record it read is gone
+        (CollectionScan / WiredTiger cursor restore), even if nothing unread was lost."""
         trimmed = self.oplog.trimmed_upto
         if trimmed is None:
             return
-        if self.pos[:2] < trimmed or (self.pos[:2] == trimmed and self.pos[2] == KIND_BEFORE):
+        if self.pos[:2] <= trimmed:
             self.server.cursors.pop(self.id, None)
             self.closed = True
             raise CommandError(136, "CollectionScan died due to position in capped collection being "
@@ -242,7 +282,15 @@ class ChangeStream:
                                % (self.pos[0] << 32 | self.pos[1]))
 
     def resume_token(self):
-        return encode_token(self.pos)
+        """The postBatchResumeToken. A position "before t,i" (startAtOperationTime not yet
+        reached) is not a token we issue: it goes out as the equal "after everything up to
+        the time just before t,i", so every token a client holds is an event, an invalidate
+        or a high-water mark, and a token with any other kind byte is rejected (oplog.py)."""
+        t, i, kind = self.pos
+        if kind == KIND_BEFORE and (t or i):
+            t, i = (t, i - 1) if i else (t - 1, 0xFFFFFFFF)
+            kind = KIND_HIGH_WATER
+        return encode_token((t, i, kind))
 
     # -- events -------------------------------------------------------------------
     def _make_event(self, e, pos):

@@ -442,12 +442,22 @@ def _open_change_stream(server, db, target, pipeline, batch_size):
         raise CommandError(73, "$changeStream may not be opened on the internal %s database" % db)
     cs = ChangeStream(server, _new_cursor_id(server), db, coll, stage, pipeline[1:], cluster)
     n = DEFAULT_BATCH if batch_size is None else int(batch_size)
-    events = cs.next_batch(n) if n > 0 else []
+    try:
+        events = cs.next_batch(n) if n > 0 else []
+    except CommandError as e:
+        raise _executor_error(e, "aggregate command on namespace: %s" % cs.ns)
     if not cs.closed:
         server.cursors[cs.id] = cs
     return _cursor_reply(0 if cs.closed else cs.id, cs.ns, events,
                          extra={"postBatchResumeToken": cs.resume_token()})
 
+
+def _executor_error(e, where):
+    """mongod adds where it happened to errors raised while the pipeline runs (as opposed
+    to while it is parsed): "Executor error during getMore :: caused by :: ..." (getmore_cmd.cpp),
+    "Executor error during aggregate command on namespace: db.coll :: caused by :: ..."."""
+    e.errmsg = "Executor error during %s :: caused by :: %s" % (where, e.errmsg)
+    return e
 
 
 async def cmd_get_more(server, conn, db, cmd):
@@ -461,16 +471,24 @@ async def cmd_get_more(server, conn, db, cmd):
     if not isinstance(coll, str):
         raise CommandError(40414, "BSON field 'getMore.collection' is missing but a required field")
     cur.last_used = time.monotonic()
-    server.failpoints.fail_getmore_after_checkout(cur)
     batch_size = cmd.get("batchSize")
-    if not getattr(cur, "is_change_stream", False):
-        n = int(batch_size) if batch_size else GETMORE_MAX_DOCS
-        batch = cur.take(n)
-        if cur.exhausted:
-            server.cursors.pop(cid, None)
-            return _cursor_reply(0, cur.ns, batch, first=False)
-        return _cursor_reply(cur.id, cur.ns, batch, first=False)
-    return await _change_stream_get_more(server, cur, batch_size, cmd.get("maxTimeMS"))
+    try:
+        server.failpoints.fail_getmore_after_checkout(cur, conn)
+        if not getattr(cur, "is_change_stream", False):
+            n = int(batch_size) if batch_size else GETMORE_MAX_DOCS
+            batch = cur.take(n)
+            if cur.exhausted:
+                server.cursors.pop(cid, None)
+                return _cursor_reply(0, cur.ns, batch, first=False)
+            return _cursor_reply(cur.id, cur.ns, batch, first=False)
+        return await _change_stream_get_more(server, cur, batch_size, cmd.get("maxTimeMS"))
+    except CommandError:
+        # As on mongod (getmore_cmd.cpp, cursorDeleter): an error once the cursor is
+        # checked out deletes it; the next getMore gets 43 CursorNotFound.
+        server.cursors.pop(cid, None)
+        if getattr(cur, "is_change_stream", False):
+            cur.closed = True
+        raise
 
 
 async def _change_stream_get_more(server, cs, batch_size, max_time_ms):
@@ -481,7 +499,10 @@ async def _change_stream_get_more(server, cs, batch_size, max_time_ms):
     deadline = loop.time() + wait_ms / 1000.0
     while True:
         waiter = server.oplog.waiter()  # take it before scanning so no write is missed
-        events = cs.next_batch(limit)
+        try:
+            events = cs.next_batch(limit)
+        except CommandError as e:
+            raise _executor_error(e, "getMore")
         if events or cs.closed:
             break
         remaining = deadline - loop.time()

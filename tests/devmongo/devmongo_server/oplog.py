@@ -6,25 +6,40 @@ The log keeps at most ``max_size`` entries; when older ones are dropped, resumin
 a point before the oldest kept entry is impossible (ChangeStreamHistoryLost), which is
 how tests provoke history loss with a small ``--oplog-size``.
 
+The first entry of a new deployment is a no-op ``{msg: "initiating set"}``, as on a
+replica set. While it is still the oldest entry nothing was ever dropped, and mongod
+does not call a point before it history lost (collection_scan.cpp,
+assertTsHasNotFallenOff: "If the first entry we see in the oplog is the replset
+initialization, then it doesn't matter if its timestamp is later"): a token from
+another deployment or an earlier in-memory run is then read like any other.
+
 Resume tokens encode a *position* in this log, ``(t, i, kind)``:
 
-* kind 0x00 "before t,i": used for startAtOperationTime (events with clusterTime >= t,i)
+* kind 0x00 "before t,i": used for startAtOperationTime (events with clusterTime >= t,i);
+  internal only, never in a token (see ChangeStream.resume_token)
 * kind 0x01 the event of the entry at t,i
 * kind 0x02 the invalidate that follows the entry at t,i (drop/rename/dropDatabase)
 * kind 0xFF high-water mark: "after everything up to t,i"
 
 ``_data`` is ``"82" + %08X t + %08X i + %02X kind``: fixed width, upper-case hex, so the
-string order of tokens is the order of positions, hence of events.
+string order of tokens is the order of positions, hence of events. Tokens in mongod's
+own encoding (from a real deployment) are understood too, see ``decode_token``.
 """
 
 import asyncio
 import bisect
 import datetime
 import re
+import struct
 import time
+import uuid
 
+from bson.decimal128 import Decimal128
+from bson.int64 import Int64
+from bson.objectid import ObjectId
 from bson.timestamp import Timestamp
 
+from . import keystring
 from .errors import CommandError
 
 KIND_BEFORE = 0x00
@@ -32,7 +47,11 @@ KIND_EVENT = 0x01
 KIND_INVALIDATE = 0x02
 KIND_HIGH_WATER = 0xFF
 
-_TOKEN_RE = re.compile(r"^82([0-9A-F]{8})([0-9A-F]{8})([0-9A-F]{2})$")
+_HEX_RE = re.compile(r"^(?:[0-9A-Fa-f]{2})*$")
+
+# The kinds a devmongo token can carry; any other last byte is not one of ours, and is
+# then read as mongod would read it (a mutated token mostly fails to decode there too).
+_KINDS = (KIND_EVENT, KIND_INVALIDATE, KIND_HIGH_WATER)
 
 
 def encode_token(pos):
@@ -40,13 +59,102 @@ def encode_token(pos):
     return {"_data": "82%08X%08X%02X" % (t, i, kind)}
 
 
-def decode_token(token):
-    """Turn a client-supplied resume token into a position tuple (t, i, kind)."""
-    data = token.get("_data") if isinstance(token, dict) else None
-    m = _TOKEN_RE.match(data) if isinstance(data, str) else None
-    if not m:
-        raise CommandError(9, "Invalid resume token: %r is not a devmongo resume token" % (token,))
-    return int(m.group(1), 16), int(m.group(2), 16), int(m.group(3), 16)
+class Token:
+    """A client-supplied resume token, decoded.
+
+    ``pos`` is the position to scan from. ``event`` says whether the token names an
+    event (mongod then checks that the stream really contains it, see
+    changestream.py), as opposed to a high-water mark. ``foreign`` marks a token in
+    mongod's own encoding: it comes from another deployment and can name no event here.
+    """
+
+    def __init__(self, pos, event, foreign=False):
+        self.pos = pos
+        self.event = event
+        self.foreign = foreign
+
+    @property
+    def from_invalidate(self):
+        return self.pos[2] == KIND_INVALIDATE
+
+
+def decode_token(token, field="resumeAfter"):
+    """Decode a client-supplied resume token, failing as mongod 6.0 does on bad ones.
+
+    The order of the checks is mongod's: the IDL wants an object, ResumeToken's
+    constructor wants a string `_data` (40647) and BinData `_typeBits` (40648), getData()
+    wants valid hex (FailedToParse), then decodes the KeyString (keystring.py). Our own
+    tokens (10 bytes: 0x82, clusterTime, kind) are recognised before that, since they
+    are not KeyStrings; everything else is read as mongod's encoding, so a token from a
+    real deployment is understood and garbage fails with mongod's codes.
+    """
+    if not isinstance(token, dict):
+        raise CommandError(14, "BSON field '$changeStream.%s' is the wrong type '%s', expected type "
+                               "'object'" % (field, bson_type_name(token)))
+    data = token.get("_data")
+    if not isinstance(data, str):
+        raise CommandError(40647, "Bad resume token: _data of missing or of wrong type. Expected "
+                                  "string, got %s" % _doc_string(token))
+    type_bits = token.get("_typeBits")
+    if "_typeBits" in token and not (isinstance(type_bits, bytes) and getattr(type_bits, "subtype", 0) == 0):
+        raise CommandError(40648, "Bad resume token: _typeBits of wrong type %s" % _doc_string(token))
+    if not _HEX_RE.match(data):
+        raise CommandError(9, "resume token string was not a valid hex string")
+    raw = bytes.fromhex(data)
+    if len(raw) == 10 and raw[0] == keystring.TIMESTAMP and raw[9] in _KINDS:
+        t, i = struct.unpack(">II", raw[1:9])
+        pos = (t, i, raw[9])
+        return Token(pos, event=raw[9] in (KIND_EVENT, KIND_INVALIDATE))
+    td = keystring.decode(raw, type_bits)
+    t, i = td.cluster_time
+    if td.is_high_water_mark:
+        # mongod's high-water mark at T sorts before every event at T.
+        return Token((t, i, KIND_BEFORE), event=False, foreign=True)
+    return Token((t, i, KIND_INVALIDATE if td.from_invalidate else KIND_EVENT), event=True, foreign=True)
+
+
+def bson_type_name(value):
+    """The type name mongod's IDL puts in "is the wrong type" messages."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, Int64):
+        return "long"
+    if isinstance(value, int):
+        return "int"
+    if isinstance(value, float):
+        return "double"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, (list, tuple)):
+        return "array"
+    if isinstance(value, dict):
+        return "object"
+    if isinstance(value, Timestamp):
+        return "timestamp"
+    if isinstance(value, datetime.datetime):
+        return "date"
+    if isinstance(value, ObjectId):
+        return "objectId"
+    if isinstance(value, Decimal128):
+        return "decimal"
+    if isinstance(value, (bytes, uuid.UUID)):
+        return "binData"
+    return type(value).__name__
+
+
+def _doc_string(doc):
+    """Roughly how mongod prints a small document in an error message: {_data: 42}."""
+    def val(v):
+        if isinstance(v, str):
+            return '"%s"' % v
+        if isinstance(v, dict):
+            return _doc_string(v)
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        return "null" if v is None else str(v)
+    return "{" + ", ".join("%s: %s" % (k, val(v)) for k, v in doc.items()) + "}"
 
 
 class Entry:
@@ -90,6 +198,12 @@ class Entry:
 
 def _ts_key(entry):
     return entry.ts
+
+
+# The o field of a replica set's first oplog entry (repl::kInitiatingSetMsg) and of the
+# entry a node writes when it becomes primary.
+INITIATING_SET = {"msg": "initiating set"}
+NEW_PRIMARY = {"msg": "new primary"}
 
 
 class Oplog:
@@ -158,6 +272,10 @@ class Oplog:
     def waiter(self):
         """The event that the next append will set."""
         return self._changed
+
+    def starts_at_initiation(self):
+        """Is the oldest entry still the deployment's first? Then no history was lost."""
+        return bool(self.entries) and self.entries[0].op == "noop" and self.entries[0].doc == INITIATING_SET
 
     def oldest_ts(self):
         return self.entries[0].ts if self.entries else (self.last_t, self.last_i)

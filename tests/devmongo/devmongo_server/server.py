@@ -14,7 +14,7 @@ import time
 
 from . import commands, persist, wire
 from .failpoints import FailPoints
-from .oplog import Entry, Oplog
+from .oplog import INITIATING_SET, NEW_PRIMARY, Entry, Oplog
 from .store import Store
 
 SAVE_INTERVAL_S = 2.0
@@ -48,12 +48,15 @@ class Server:
         self._stop = None
 
     def start_state(self):
+        loaded = False
         if self.dbpath:
             os.makedirs(self.dbpath, exist_ok=True)
-            persist.load(self)
-        # Like a new primary, write a no-op entry: it fixes the start of our history, so a
-        # token from before it (e.g. from a run without --dbpath) is "history lost".
-        self.oplog.append(Entry("noop"))
+            loaded = persist.load(self)
+        # With no saved state this is a new deployment: its oplog starts, as a replica
+        # set's does, with the "initiating set" no-op (which also tells change streams
+        # that no history was lost yet, see oplog.py). A restart writes what a node that
+        # becomes primary writes.
+        self.oplog.append(Entry("noop", doc=NEW_PRIMARY if loaded else INITIATING_SET))
         self.store.dirty = True
 
     async def handle(self, reader, writer):
