@@ -11,7 +11,6 @@
 
 #include "log.h"
 #include "metrics.h"
-#include "position.h"
 #include "stream.h"
 
 #define BACKOFF_MIN_MS 100
@@ -61,27 +60,6 @@ static void give_up(job_t *job, const bson_error_t *error)
     cg_hub_catchup_fail(job->cu->hub, job->src, "history_lost");
 }
 
-/* Reads MongoDB's cluster time (gossiped in every reply of a replica set).
- * Returns false when the reply carries none. */
-static bool cluster_time(mongoc_client_t *client, uint32_t *t, uint32_t *i)
-{
-    bson_t cmd = BSON_INITIALIZER, reply;
-    BSON_APPEND_INT32(&cmd, "ping", 1);
-    bson_error_t error;
-    bool ok = mongoc_client_command_simple(client, "admin", &cmd, NULL, &reply, &error);
-    bson_iter_t it, sub;
-    bool found = false;
-    if (ok && bson_iter_init(&it, &reply) &&
-        bson_iter_find_descendant(&it, "$clusterTime.clusterTime", &sub) &&
-        BSON_ITER_HOLDS_TIMESTAMP(&sub)) {
-        bson_iter_timestamp(&sub, t, i);
-        found = true;
-    }
-    bson_destroy(&reply);
-    bson_destroy(&cmd);
-    return found;
-}
-
 /* A stream resuming after a position from MongoDB's future waits for it
  * (mongod does, and only fails at the first event after it, which may be
  * years away): such a position was never issued, so its readers get a reset
@@ -90,19 +68,15 @@ static bool cluster_time(mongoc_client_t *client, uint32_t *t, uint32_t *i)
  * false when the hub has been told. */
 static bool check_clock(job_t *job)
 {
-    uint32_t pt, pi, ct, ci;
-    if (!cg_position_cluster_time(job->resume, &pt, &pi)) {
-        job->clock_checked = true; /* an old token shape: no time to compare */
-        return true;
-    }
-    if (!cluster_time(job->client, &ct, &ci))
+    char why[256];
+    uint32_t t, i;
+    cg_clock_t c = cg_stream_check_clock(job->client, job->resume, &t, &i, why, sizeof why);
+    if (c == CG_CLOCK_UNKNOWN)
         return true; /* try again after the next empty batch */
     job->clock_checked = true;
-    if (pt < ct || (pt == ct && pi <= ci))
+    if (c == CG_CLOCK_OK)
         return true;
-    cg_log_info("catch-up: position %s is ahead of MongoDB's cluster time (%u, %u): it was "
-                "never issued by this deployment",
-                job->resume, ct, ci);
+    cg_log_info("catch-up: %s", why);
     cg_hub_catchup_fail(job->cu->hub, job->src, "history_lost");
     return false;
 }

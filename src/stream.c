@@ -6,8 +6,11 @@
 
 #include "position.h"
 
-mongoc_change_stream_t *cg_stream_open(mongoc_client_t *client, const cg_config_t *cfg,
-                                       const char *resume, bool start_after)
+/* resume: after it (startAfter or resumeAfter); else at_t != 0: at that
+ * operation time; else from now. */
+static mongoc_change_stream_t *open_stream(mongoc_client_t *client, const cg_config_t *cfg,
+                                           const char *resume, bool start_after, uint32_t at_t,
+                                           uint32_t at_i)
 {
     bson_t opts = BSON_INITIALIZER;
     if (strcmp(cfg->full_document, "default") != 0)
@@ -22,6 +25,8 @@ mongoc_change_stream_t *cg_stream_open(mongoc_client_t *client, const cg_config_
             BSON_APPEND_DOCUMENT(&opts, start_after ? "startAfter" : "resumeAfter", &token);
             bson_destroy(&token);
         }
+    } else if (at_t) {
+        BSON_APPEND_TIMESTAMP(&opts, "startAtOperationTime", at_t, at_i);
     }
     mongoc_change_stream_t *stream;
     if (!cfg->watch_db) {
@@ -38,6 +43,32 @@ mongoc_change_stream_t *cg_stream_open(mongoc_client_t *client, const cg_config_
     }
     bson_destroy(&opts);
     return stream;
+}
+
+/* A position that names an invalidate (the last event of a collection's
+ * stream before a drop) cannot be resumed after, only started after: MongoDB
+ * answers resumeAfter with 260 InvalidResumeToken. So a 260 is retried once
+ * with startAfter, which means the same for any other token. That is what
+ * lets a client, a catch-up stream or a restarted watcher continue from an
+ * invalidate it was given. */
+mongoc_change_stream_t *cg_stream_open(mongoc_client_t *client, const cg_config_t *cfg,
+                                       const char *resume, bool start_after)
+{
+    mongoc_change_stream_t *stream = open_stream(client, cfg, resume, start_after, 0, 0);
+    bson_error_t error;
+    if (resume && !start_after && mongoc_change_stream_error_document(stream, &error, NULL) &&
+        (error.domain == MONGOC_ERROR_SERVER || error.domain == MONGOC_ERROR_QUERY) &&
+        error.code == 260) {
+        mongoc_change_stream_destroy(stream);
+        stream = open_stream(client, cfg, resume, true, 0, 0);
+    }
+    return stream;
+}
+
+mongoc_change_stream_t *cg_stream_open_at(mongoc_client_t *client, const cg_config_t *cfg,
+                                          uint32_t t, uint32_t i)
+{
+    return open_stream(client, cfg, NULL, false, t, i);
 }
 
 bool cg_stream_error_is_fatal(const bson_error_t *error, const bson_t *reply)
@@ -74,6 +105,69 @@ bool cg_stream_error_is_fatal(const bson_error_t *error, const bson_t *reply)
     default:
         return reply && mongoc_error_has_label(reply, "NonResumableChangeStreamError");
     }
+}
+
+bool cg_stream_error_is_refusal(const bson_error_t *error, const bson_t *reply)
+{
+    if (error->domain != MONGOC_ERROR_SERVER && error->domain != MONGOC_ERROR_QUERY)
+        return false; /* network, server selection: MongoDB was not reached */
+    if (cg_stream_error_is_fatal(error, reply) ||
+        (reply && mongoc_error_has_label(reply, "ResumableChangeStreamError")))
+        return false;
+    switch (error->code) { /* resumable before 4.4's labels (change-streams spec) */
+    case 6:                /* HostUnreachable */
+    case 7:                /* HostNotFound */
+    case 43:               /* CursorNotFound */
+    case 63:               /* StaleShardVersion */
+    case 89:               /* NetworkTimeout */
+    case 91:               /* ShutdownInProgress */
+    case 133:              /* FailedToSatisfyReadPreference */
+    case 150:              /* StaleEpoch */
+    case 189:              /* PrimarySteppedDown */
+    case 234:              /* RetryChangeStream */
+    case 262:              /* ExceededTimeLimit */
+    case 9001:             /* SocketException */
+    case 10107:            /* NotWritablePrimary */
+    case 11600:            /* InterruptedAtShutdown */
+    case 11602:            /* InterruptedDueToReplStateChange */
+    case 13388:            /* StaleConfig */
+    case 13435:            /* NotPrimaryNoSecondaryOk */
+    case 13436:            /* NotPrimaryOrSecondary */
+        return false;
+    default:
+        return true;
+    }
+}
+
+cg_clock_t cg_stream_check_clock(mongoc_client_t *client, const char *position, uint32_t *now_t,
+                                 uint32_t *now_i, char *why, size_t whylen)
+{
+    uint32_t pt = 0, pi = 0, ct = 0, ci = 0;
+    *now_t = *now_i = 0;
+    bool has_time = cg_position_cluster_time(position, &pt, &pi);
+    bson_t cmd = BSON_INITIALIZER, reply;
+    BSON_APPEND_INT32(&cmd, "ping", 1);
+    bson_error_t error;
+    bool ok = mongoc_client_command_simple(client, "admin", &cmd, NULL, &reply, &error);
+    bson_iter_t it, t;
+    bool found = ok && bson_iter_init(&it, &reply) &&
+                 bson_iter_find_descendant(&it, "$clusterTime.clusterTime", &t) &&
+                 BSON_ITER_HOLDS_TIMESTAMP(&t);
+    if (found)
+        bson_iter_timestamp(&t, &ct, &ci);
+    bson_destroy(&reply);
+    bson_destroy(&cmd);
+    if (!found)
+        return CG_CLOCK_UNKNOWN;
+    *now_t = ct;
+    *now_i = ci;
+    if (!has_time || pt < ct || (pt == ct && pi <= ci))
+        return CG_CLOCK_OK;
+    snprintf(why, whylen,
+             "position %.64s is ahead of MongoDB's cluster time (%u, %u): this deployment never "
+             "issued it",
+             position, ct, ci);
+    return CG_CLOCK_FUTURE;
 }
 
 char *cg_stream_position(mongoc_change_stream_t *stream)

@@ -38,7 +38,7 @@ struct cg_watcher {
     char *saved_replay_from; /* from the state file */
     char *saved_last;
     char *written;          /* state file content last written, to skip identical writes */
-    char history_lost[512]; /* why continuity was lost, when the watcher had to start from now */
+    char history_lost[640]; /* why continuity was lost, when the watcher had to start from now */
     pthread_mutex_t persist_lock;
 };
 
@@ -182,10 +182,11 @@ static void sleep_ms(cg_watcher_t *w, int ms)
     pthread_mutex_unlock(&w->lock);
 }
 
-/* Records the watcher's state for /healthz, logging only changes. */
-static void set_status(cg_watcher_t *w, bool streaming, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void set_status(cg_watcher_t *w, bool streaming, const char *fmt, ...)
+/* Records the watcher's state for /healthz, logging only changes (at
+ * `level` when not streaming). */
+static void set_status(cg_watcher_t *w, bool streaming, cg_log_level_t level, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static void set_status(cg_watcher_t *w, bool streaming, cg_log_level_t level, const char *fmt, ...)
 {
     char msg[sizeof w->status];
     va_list ap;
@@ -198,10 +199,7 @@ static void set_status(cg_watcher_t *w, bool streaming, const char *fmt, ...)
     memcpy(w->status, msg, sizeof msg);
     pthread_mutex_unlock(&w->lock);
     if (changed) {
-        if (streaming)
-            cg_log_info("watcher: %s", msg);
-        else
-            cg_log_warn("watcher: %s", msg);
+        cg_log(streaming ? CG_LOG_INFO : level, "watcher: %s", msg);
     }
 }
 
@@ -221,7 +219,11 @@ typedef struct {
     bool start_after;     /* resume with startAfter (after an invalidate) */
     bool replay_fallback; /* resume is the saved replay point: on failure try saved_last */
     const char *replay_until;
-    const char *reset_reason; /* continuity was lost: publish a RESET on the next open */
+    const char *reset_reason;    /* continuity was lost: publish a RESET on the next open */
+    bool unverified;             /* resume comes from the state file: no event has proven it */
+    const char *proving;         /* while unverified: the saved position (owned by w) */
+    uint32_t opened_t, opened_i; /* MongoDB's cluster time when an unverified resume opened */
+    uint32_t at_t, at_i;         /* resume is NULL: start at this operation time (0: now) */
 } loop_state_t;
 
 static void set_resume(loop_state_t *st, const char *position)
@@ -237,21 +239,39 @@ static bool on_stream_error(cg_watcher_t *w, loop_state_t *st, const bson_error_
                             const bson_t *reply)
 {
     if (cg_stream_error_is_fatal(error, reply)) {
-        cg_log_warn("watcher: cannot resume after %s: %s", st->resume ? st->resume : "(now)",
-                    error->message);
+        /* An unproven saved position is what MongoDB refused, even if
+         * postBatchResumeTokens have moved the stream on since. */
+        const char *from = st->unverified && st->proving ? st->proving
+                           : st->resume                  ? st->resume
+                                                         : "(now)";
+        cg_log_warn("watcher: cannot resume after %s: %s", from, error->message);
         if (st->replay_fallback && w->saved_last && strcmp(st->resume, w->saved_last) != 0) {
             /* The journal cannot be refilled, but the watcher can still continue. */
             set_resume(st, w->saved_last);
+            st->proving = w->saved_last;
         } else {
+            /* MongoDB may refuse a never-issued position only at the first
+             * event after it: start where the refused stream began, so that
+             * event (and any after it) is not skipped. */
+            st->at_t = st->unverified ? st->opened_t : 0;
+            st->at_i = st->unverified ? st->opened_i : 0;
             pthread_mutex_lock(&w->lock);
-            snprintf(w->history_lost, sizeof w->history_lost,
-                     "MongoDB could not resume after %.200s (%.200s): the watcher started from "
-                     "now, and events in between were not seen",
-                     st->resume ? st->resume : "(now)", error->message);
+            if (st->at_t)
+                snprintf(w->history_lost, sizeof w->history_lost,
+                         "MongoDB could not resume after %.200s (%.200s): the watcher started "
+                         "again from cluster time (%u, %u), when it had opened; events before "
+                         "that were not seen",
+                         from, error->message, st->at_t, st->at_i);
+            else
+                snprintf(w->history_lost, sizeof w->history_lost,
+                         "MongoDB could not resume after %.200s (%.200s): the watcher started "
+                         "from now, and events in between were not seen",
+                         from, error->message);
             cg_log_error("watcher: %s", w->history_lost);
             pthread_mutex_unlock(&w->lock);
             cg_metrics_set_watcher_history_lost(true);
             set_resume(st, NULL);
+            st->unverified = false;
             st->reset_reason = "history_lost";
             st->replay_until = NULL;
         }
@@ -259,7 +279,16 @@ static bool on_stream_error(cg_watcher_t *w, loop_state_t *st, const bson_error_
         st->start_after = false;
         return false;
     }
-    set_status(w, false, "cannot reach MongoDB: %s", error->message);
+    if (cg_stream_error_is_refusal(error, reply))
+        set_status(w, false, CG_LOG_ERROR,
+                   "MongoDB refused the change stream on %s (error %u%s): %s; retrying",
+                   w->cfg->watch, error->code,
+                   error->code == 13 ? ", Unauthorized: the MongoDB user needs the changeStream "
+                                       "and find actions on what is watched"
+                                     : "",
+                   error->message);
+    else
+        set_status(w, false, CG_LOG_WARN, "cannot reach MongoDB: %s", error->message);
     return true;
 }
 
@@ -306,6 +335,24 @@ static void publish_change(cg_watcher_t *w, loop_state_t *st, const bson_t *doc,
     bson_free(position);
 }
 
+/* A saved position nothing has proven yet is checked against MongoDB's
+ * clock as soon as its stream opens: one from the future (a state directory
+ * that belongs to another deployment?) would make the stream wait silently,
+ * maybe for years, so it is treated as lost. Returns false then (the caller
+ * reopens from now). Also notes when the stream opened, for a refusal at the
+ * first event. */
+static bool verify_resume(cg_watcher_t *w, loop_state_t *st, bson_error_t *error)
+{
+    char why[256];
+    cg_clock_t c =
+        cg_stream_check_clock(w->client, st->resume, &st->opened_t, &st->opened_i, why, sizeof why);
+    if (c != CG_CLOCK_FUTURE)
+        return true;
+    bson_set_error(error, MONGOC_ERROR_SERVER, 280, "%s", why);
+    on_stream_error(w, st, error, NULL);
+    return false;
+}
+
 static void *watcher_main(void *arg)
 {
     cg_watcher_t *w = arg;
@@ -317,6 +364,8 @@ static void *watcher_main(void *arg)
         set_resume(&st, w->saved_last);
     }
     st.replay_until = w->saved_last;
+    st.unverified = st.resume != NULL;
+    st.proving = w->saved_replay_from ? w->saved_replay_from : w->saved_last;
     int backoff = BACKOFF_MIN_MS;
     int64_t persisted_at = 0;
     bson_error_t error;
@@ -326,14 +375,16 @@ static void *watcher_main(void *arg)
         if (!w->client) {
             w->client = mongoc_client_new_from_uri_with_error(w->uri, &error);
             if (!w->client) {
-                set_status(w, false, "cannot create a MongoDB client: %s", error.message);
+                set_status(w, false, CG_LOG_ERROR, "cannot create a MongoDB client: %s",
+                           error.message);
                 sleep_ms(w, BACKOFF_MAX_MS);
                 continue;
             }
             mongoc_client_set_error_api(w->client, MONGOC_ERROR_API_VERSION_2);
         }
         mongoc_change_stream_t *stream =
-            cg_stream_open(w->client, w->cfg, st.resume, st.start_after);
+            st.resume || !st.at_t ? cg_stream_open(w->client, w->cfg, st.resume, st.start_after)
+                                  : cg_stream_open_at(w->client, w->cfg, st.at_t, st.at_i);
         bool unreachable = false;
         if (mongoc_change_stream_error_document(stream, &error, &reply)) {
             unreachable = on_stream_error(w, &st, &error, reply);
@@ -342,8 +393,12 @@ static void *watcher_main(void *arg)
                 back_off(w, &backoff);
             continue;
         }
+        if (st.unverified && st.resume && !verify_resume(w, &st, &error)) {
+            mongoc_change_stream_destroy(stream);
+            continue;
+        }
         backoff = BACKOFF_MIN_MS;
-        set_status(w, true, "streaming from %s", w->cfg->watch);
+        set_status(w, true, CG_LOG_INFO, "streaming from %s", w->cfg->watch);
         char *opened_at = st.resume ? bson_strdup(st.resume) : cg_stream_position(stream);
         if (cg_hub_journal_empty(w->hub))
             cg_hub_publish(w->hub, cg_event_new_mark(opened_at)); /* makes opened_at resumable */
@@ -359,6 +414,7 @@ static void *watcher_main(void *arg)
             const bson_t *doc;
             if (mongoc_change_stream_next(stream, &doc)) {
                 bool invalidated = false;
+                st.unverified = false;
                 publish_change(w, &st, doc, &invalidated);
                 if (invalidated)
                     break;

@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Story: MongoDB goes away for 5 seconds and comes back on the same port; changegate
+"""Story: MongoDB goes away for 5 seconds (CG_OUTAGE_SECONDS) and comes back on the same port; changegate
 rides it out by itself.
 
 1. devmongo (with --dbpath, so its oplog survives a restart) and changegate start; an
@@ -8,7 +8,7 @@ rides it out by itself.
 2. 200 inserts are written and received.
 3. devmongo is stopped (SIGTERM). While it is down, /healthz answers 503 with JSON
    {"error": "not_ready", "message": <a reason>}; changegate keeps running.
-4. After 5 s devmongo restarts on the same port from the same dbpath. /healthz goes back
+4. After 5 s (CG_OUTAGE_SECONDS: minutes work the same) devmongo restarts on the same port from the same dbpath. /healthz goes back
    to 200 {"status": "ok"} without anyone touching changegate.
 5. 200 more inserts; the client ends up with seq 0..399 exactly once, in order.
 """
@@ -20,6 +20,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness as h  # noqa: E402
 
 N1, N2 = 200, 200
+DOWN = float(os.environ.get("CG_OUTAGE_SECONDS", "5"))
 
 
 class Resilient:
@@ -83,7 +84,7 @@ def story(sc):
             "/healthz 503 body %r gives no reason", body)
     h.say("/healthz: 503 %s", body)
     # Keep polling through the outage: changegate must stay up and keep answering 503.
-    while time.monotonic() - down_at < 5:
+    while time.monotonic() - down_at < DOWN:
         h.check(cg.proc.alive(), "changegate died while MongoDB was down (status %s)",
                 cg.proc.popen.returncode)
         status, _, b = cg.health()
@@ -91,7 +92,8 @@ def story(sc):
         time.sleep(0.25)
 
     mongo.start()
-    h.say("devmongo back on port %d with the same dbpath", mongo.port)
+    h.say("devmongo back on port %d with the same dbpath after %.0f s", mongo.port,
+          time.monotonic() - down_at)
     body = cg.wait_health(200, timeout=40)
     h.check(body.get("status") == "ok", "/healthz 200 body %r lacks status ok", body)
     h.say("/healthz back to 200 %s", body)
@@ -110,4 +112,4 @@ def story(sc):
 
 
 if __name__ == "__main__":
-    h.run(story)
+    h.run(story, timeout=float(os.environ.get("CG_TEST_TIMEOUT") or (DOWN + 55) * h.SLOW))
