@@ -117,7 +117,7 @@ static bool read_stream(job_t *job, mongoc_change_stream_t *stream, bool *start_
             if (invalidate)
                 return true; /* reopen with startAfter, as the watcher does */
         } else if (mongoc_change_stream_error_document(stream, &error, &reply)) {
-            if (cg_stream_error_is_fatal(&error, reply)) {
+            if (cg_stream_error_is_fatal(&error)) {
                 give_up(job, &error);
                 *done = true;
                 return false;
@@ -150,7 +150,7 @@ static void *catchup_main(void *arg)
         bson_error_t error;
         const bson_t *reply;
         if (mongoc_change_stream_error_document(stream, &error, &reply)) {
-            if (cg_stream_error_is_fatal(&error, reply)) {
+            if (cg_stream_error_is_fatal(&error)) {
                 give_up(job, &error);
                 done = true;
             } else {

@@ -71,7 +71,7 @@ mongoc_change_stream_t *cg_stream_open_at(mongoc_client_t *client, const cg_conf
     return open_stream(client, cfg, NULL, false, t, i);
 }
 
-bool cg_stream_error_is_fatal(const bson_error_t *error, const bson_t *reply)
+bool cg_stream_error_is_fatal(const bson_error_t *error)
 {
     if (error->domain != MONGOC_ERROR_SERVER && error->domain != MONGOC_ERROR_QUERY)
         return false;
@@ -103,7 +103,11 @@ bool cg_stream_error_is_fatal(const bson_error_t *error, const bson_t *reply)
     case 51057:
         return true;
     default:
-        return reply && mongoc_error_has_label(reply, "NonResumableChangeStreamError");
+        /* Not even with a NonResumableChangeStreamError label: that tells
+         * drivers not to resume by themselves; reopening from the saved
+         * position is still right, and if the position really is gone,
+         * MongoDB says so then with one of the codes above. */
+        return false;
     }
 }
 
@@ -111,7 +115,7 @@ bool cg_stream_error_is_refusal(const bson_error_t *error, const bson_t *reply)
 {
     if (error->domain != MONGOC_ERROR_SERVER && error->domain != MONGOC_ERROR_QUERY)
         return false; /* network, server selection: MongoDB was not reached */
-    if (cg_stream_error_is_fatal(error, reply) ||
+    if (cg_stream_error_is_fatal(error) ||
         (reply && mongoc_error_has_label(reply, "ResumableChangeStreamError")))
         return false;
     switch (error->code) { /* resumable before 4.4's labels (change-streams spec) */

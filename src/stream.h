@@ -26,8 +26,9 @@ mongoc_change_stream_t *cg_stream_open_at(mongoc_client_t *client, const cg_conf
 
 /* An error after which resuming from the same position can never work: the
  * history is gone or the token is unusable. Everything else (network, server
- * selection, resumable server errors) may be retried from the position. */
-bool cg_stream_error_is_fatal(const bson_error_t *error, const bson_t *reply);
+ * selection, resumable and non-resumable server errors) may be retried from
+ * the position. */
+bool cg_stream_error_is_fatal(const bson_error_t *error);
 
 /* A server error that is not about the position and that retrying will not
  * cure by itself: the user lacks a privilege (13 Unauthorized), the

@@ -238,7 +238,7 @@ static void set_resume(loop_state_t *st, const char *position)
 static bool on_stream_error(cg_watcher_t *w, loop_state_t *st, const bson_error_t *error,
                             const bson_t *reply)
 {
-    if (cg_stream_error_is_fatal(error, reply)) {
+    if (cg_stream_error_is_fatal(error)) {
         /* An unproven saved position is what MongoDB refused, even if
          * postBatchResumeTokens have moved the stream on since. */
         const char *from = st->unverified && st->proving ? st->proving
