@@ -59,12 +59,13 @@ bench_free_port() {
     "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
 }
 
-# Starts devmongo; sets $mongo_uri.
-bench_start_devmongo() {
+# Starts devmongo with extra options (e.g. --oplog-size N); sets $mongo_uri and $dm_pid.
+bench_start_devmongo() { # [options...]
     local port log=$out/devmongo.log
     port=$(bench_free_port)
-    "$DEVMONGO" --port "$port" --host 127.0.0.1 >"$log" 2>&1 &
-    bench_pids+=($!)
+    "$DEVMONGO" --port "$port" --host 127.0.0.1 "$@" >"$log" 2>&1 &
+    dm_pid=$!
+    bench_pids+=($dm_pid)
     for _ in $(seq 200); do grep -q "devmongo ready on" "$log" && break; sleep 0.05; done
     grep -q "devmongo ready on" "$log" || bench_die 1 "devmongo did not start"
     mongo_uri="mongodb://127.0.0.1:$port/?replicaSet=rs0"

@@ -4,7 +4,7 @@
 #   2. lint: clang-format and cppcheck,
 #   3. a normal build and `make check` (unit tests, devmongo tests, integration),
 #   4. the same under AddressSanitizer + UndefinedBehaviorSanitizer,
-#   5. an integration scenario with changegate under valgrind (no leaks, no
+#   5. a few integration scenarios with changegate under valgrind (no leaks, no
 #      invalid accesses).
 # Builds go to build/plain and build/asan. The last line is "N passed, N failed".
 set -uo pipefail
@@ -73,13 +73,19 @@ else
 fi
 
 echo "== integration under valgrind"
+# Resume from the journal; catch-up streams, their handover and their
+# failures (resets, 410); the watcher's own recoveries.
+VALGRIND_SCENARIOS="test_sse_resume test_history_lost test_invalidate test_foreign_state
+  test_watch_refused"
 if [ -x build/plain/src/changegate ]; then
-  CHANGEGATE=$ROOT/build/plain/src/changegate DEVMONGO=$ROOT/tests/devmongo/devmongo \
-  CG_WRAPPER="valgrind -q --leak-check=full --errors-for-leak-kinds=definite --error-exitcode=99" \
-    timeout 300 /usr/bin/python3 tests/integration/test_sse_resume.py >build/valgrind.log 2>&1
-  rc=$?
-  record "valgrind test_sse_resume" $rc
-  [ $rc = 0 ] || tail -40 build/valgrind.log
+  for t in $VALGRIND_SCENARIOS; do
+    CHANGEGATE=$ROOT/build/plain/src/changegate DEVMONGO=$ROOT/tests/devmongo/devmongo \
+    CG_WRAPPER="valgrind -q --leak-check=full --errors-for-leak-kinds=definite --error-exitcode=99" \
+      timeout 300 /usr/bin/python3 tests/integration/$t.py >build/valgrind-$t.log 2>&1
+    rc=$?
+    record "valgrind $t" $rc
+    [ $rc = 0 ] || tail -40 build/valgrind-$t.log
+  done
 fi
 
 for f in "${failures[@]}"; do echo "FAILED: $f"; done
