@@ -87,6 +87,7 @@ struct cg_http {
 /* Per-request state, owned by the connection (freed on completion). */
 typedef struct {
     cg_http_t *http;
+    shard_t *shard;
     struct MHD_Connection *conn;
     cg_request_t req;
     cg_sub_t *sub;
@@ -100,6 +101,11 @@ typedef struct {
     bool ending;     /* stream: the hub is stopping */
     char *origin;    /* allowed CORS origin to echo, or NULL */
     bool origin_credentials;
+    cg_transport_t transport;           /* subscribed: how (for /metrics) */
+    int64_t since_ms;                   /* subscribed: when */
+    unsigned long long sent, sent_msgs; /* subscribed: body bytes and messages sent */
+    int watch_fd; /* subscribed: its socket, in the shard's epoll set for hang-ups; else -1 */
+    bool hangup;  /* the client closed its side: end the stream, answer the poll now */
 } conn_ctx_t;
 
 static void on_park(void *ctx)
@@ -169,9 +175,18 @@ static void make_heartbeat(conn_ctx_t *c)
     c->lit_off = 0;
 }
 
+static ssize_t count_sent(conn_ctx_t *c, size_t n)
+{
+    c->sent += n;
+    cg_metrics_sent(c->transport, 0, n);
+    return (ssize_t)n;
+}
+
 static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max)
 {
     conn_ctx_t *c = cls;
+    if (c->hangup)
+        return MHD_CONTENT_READER_END_OF_STREAM;
     size_t n = 0;
     while (n < max) {
         if (c->lit) {
@@ -193,6 +208,8 @@ static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max)
             if (c->cur_off == len) {
                 cg_event_unref(c->cur);
                 c->cur = NULL;
+                c->sent_msgs++;
+                cg_metrics_sent(c->transport, 1, 0);
             }
             continue;
         }
@@ -216,12 +233,12 @@ static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max)
             c->ending = true;
             break;
         case CG_NEXT_EMPTY:
-            return (ssize_t)n;
+            return count_sent(c, n);
         }
     }
     if (n == 0 && c->ending)
         return MHD_CONTENT_READER_END_OF_STREAM;
-    return (ssize_t)n;
+    return count_sent(c, n);
 }
 
 static enum MHD_Result start_stream(conn_ctx_t *c)
@@ -309,7 +326,10 @@ static ssize_t poll_body_reader(void *cls, uint64_t pos, char *buf, size_t max)
             b->off = 0;
         }
     }
-    return n ? (ssize_t)n : MHD_CONTENT_READER_END_OF_STREAM;
+    if (!n)
+        return MHD_CONTENT_READER_END_OF_STREAM;
+    cg_metrics_sent(CG_TRANSPORT_POLL, 0, n);
+    return (ssize_t)n;
 }
 
 /* Answers {"events":[...],"lastEventId":...}. Takes events (and their
@@ -326,6 +346,9 @@ static enum MHD_Result send_poll_answer(conn_ctx_t *c, cg_event_t **events,
     uint64_t total = sizeof POLL_PREFIX - 1 + strlen(b->suffix) + (n ? n - 1 : 0);
     for (size_t i = 0; i < n; i++)
         total += frames[i]->json_len;
+    c->sent += total;
+    c->sent_msgs += n;
+    cg_metrics_sent(CG_TRANSPORT_POLL, n, 0);
     struct MHD_Response *r = MHD_create_response_from_callback(total, STREAM_BLOCK_SIZE,
                                                                poll_body_reader, b, free_poll_body);
     MHD_add_response_header(r, "Content-Type", "application/json");
@@ -357,7 +380,7 @@ static enum MHD_Result poll_step(conn_ctx_t *c)
     for (;;) {
         cg_event_t *ev;
         const cg_frames_t *fr;
-        cg_next_t rc = cg_hub_next(c->http->hub, c->sub, n == 0, &ev, &fr);
+        cg_next_t rc = cg_hub_next(c->http->hub, c->sub, n == 0 && !c->hangup, &ev, &fr);
         if (rc == CG_NEXT_PARKED) {
             ret = MHD_YES; /* suspended; the handler runs again on wake */
             goto discard;
@@ -424,7 +447,9 @@ static enum MHD_Result send_metrics(conn_ctx_t *c)
 {
     char status[512];
     bool streaming = cg_watcher_status(c->http->watcher, status, sizeof status);
-    char *text = cg_metrics_render(c->http->hub, streaming);
+    char *position = cg_watcher_position(c->http->watcher);
+    char *text = cg_metrics_render(c->http->hub, streaming, position);
+    bson_free(position);
     struct MHD_Response *r =
         MHD_create_response_from_buffer(strlen(text), text, MHD_RESPMEM_MUST_COPY);
     bson_free(text);
@@ -481,6 +506,29 @@ static enum MHD_Result send_preflight(conn_ctx_t *c)
     return ret;
 }
 
+/* A suspended connection never learns that its client left: libmicrohttpd
+ * stops polling its socket. So each subscriber's socket is also in the
+ * shard's own epoll set, for EPOLLRDHUP only, once: a long-poll whose client
+ * is gone is cleaned up at once instead of at its deadline, and a parked
+ * stream at once instead of at its next heartbeat. (A client that merely
+ * shut down its sending side gets the same: its poll answered now, its
+ * stream ended cleanly; EventSource and curl never do that.) */
+static void watch_hangup(conn_ctx_t *c)
+{
+    const union MHD_ConnectionInfo *info =
+        MHD_get_connection_info(c->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    struct epoll_event ev = {.events = EPOLLRDHUP | EPOLLONESHOT, .data.ptr = c};
+    if (info && epoll_ctl(c->shard->epfd, EPOLL_CTL_ADD, info->connect_fd, &ev) == 0)
+        c->watch_fd = info->connect_fd;
+}
+
+/* On the shard's thread, between two MHD_run()s: c is alive. */
+static void on_hangup(conn_ctx_t *c)
+{
+    c->hangup = true;
+    cg_hub_kick(c->http->hub, c->sub);
+}
+
 static enum MHD_Result begin_request(conn_ctx_t *c, const char *url, const char *method)
 {
     cg_http_t *http = c->http;
@@ -517,16 +565,24 @@ static enum MHD_Result begin_request(conn_ctx_t *c, const char *url, const char 
     };
     switch (cg_hub_subscribe(http->hub, &spec, &c->sub)) {
     case CG_HUB_FULL:
+        cg_metrics_drop(CG_DROP_TOO_MANY);
         cg_request_fail(&c->req, 503, "too_many_subscribers",
                         "this server has --max-subscribers %zu subscribers; retry later",
                         http->cfg->max_subscribers);
         return send_error(c, "5");
     case CG_HUB_STOPPING:
+        cg_metrics_drop(CG_DROP_SHUTTING_DOWN);
         cg_request_fail(&c->req, 503, "shutting_down", "changegate is shutting down");
         return send_error(c, "1");
     case CG_HUB_OK:
         break;
     }
+    c->transport = poll            ? CG_TRANSPORT_POLL
+                   : c->req.ndjson ? CG_TRANSPORT_NDJSON
+                                   : CG_TRANSPORT_SSE;
+    c->since_ms = cg_hub_now_ms();
+    cg_metrics_subscribers(c->transport, 1);
+    watch_hangup(c);
     return poll ? poll_step(c) : start_stream(c);
 }
 
@@ -539,9 +595,12 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 {
     conn_ctx_t *c = *con_cls;
     if (!c) {
+        shard_t *sh = cls;
         c = bson_malloc0(sizeof *c);
-        c->http = cls;
+        c->http = sh->http;
+        c->shard = sh;
         c->conn = conn;
+        c->watch_fd = -1;
         *con_cls = c;
         return MHD_YES;
     }
@@ -554,8 +613,30 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         return begin_request(c, url, method);
     }
     if (c->sub && c->req.endpoint == CG_EP_POLL)
-        return poll_step(c); /* resumed after a park */
+        return poll_step(c); /* resumed after a park, or a hang-up */
     return MHD_YES;
+}
+
+/* Why a subscriber's request ended, for the log; counts drops. */
+static const char *end_reason(const conn_ctx_t *c, enum MHD_RequestTerminationCode toe)
+{
+    if (c->hangup) {
+        cg_metrics_drop(CG_DROP_CLIENT_GONE);
+        return "client gone";
+    }
+    switch (toe) {
+    case MHD_REQUEST_TERMINATED_COMPLETED_OK:
+        return c->ending ? "ended by the server" : "completed";
+    case MHD_REQUEST_TERMINATED_TIMEOUT_REACHED:
+        cg_metrics_drop(CG_DROP_WRITE_TIMEOUT);
+        return "write timeout";
+    case MHD_REQUEST_TERMINATED_DAEMON_SHUTDOWN:
+        cg_metrics_drop(CG_DROP_SHUTTING_DOWN);
+        return "shutdown";
+    default:
+        cg_metrics_drop(CG_DROP_CLIENT_GONE);
+        return "client gone";
+    }
 }
 
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
@@ -564,11 +645,16 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     conn_ctx_t *c = *con_cls;
     if (!c)
         return;
-    cg_http_t *http = cls;
+    cg_http_t *http = ((shard_t *)cls)->http;
+    if (c->watch_fd >= 0) /* the socket is still open: closed after this callback */
+        epoll_ctl(c->shard->epfd, EPOLL_CTL_DEL, c->watch_fd, NULL);
     if (c->sub) {
-        cg_log_debug("%s: %s closed (%s)", http->spec,
-                     c->req.endpoint == CG_EP_POLL ? "poll" : "stream",
-                     toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "completed" : "client gone");
+        const char *why = end_reason(c, toe);
+        static const char *const names[CG_TRANSPORTS] = {"SSE stream", "NDJSON stream", "poll"};
+        cg_log_debug("%s: %s closed after %.1f s (%s): %llu messages, %llu bytes", http->spec,
+                     names[c->transport], (double)(cg_hub_now_ms() - c->since_ms) / 1000, why,
+                     c->sent_msgs, c->sent);
+        cg_metrics_subscribers(c->transport, -1);
         cg_hub_unsubscribe(http->hub, c->sub);
     }
     cg_event_unref(c->cur);
@@ -645,13 +731,16 @@ static void take_arrivals(shard_t *sh)
 static void *shard_loop(void *arg)
 {
     shard_t *sh = arg;
-    struct epoll_event evs[2];
+    struct epoll_event evs[64];
     while (!atomic_load(&sh->http->stop)) {
         MHD_UNSIGNED_LONG_LONG timeout;
         int wait_ms = LOOP_WAIT_MS;
         if (MHD_get_timeout(sh->daemon, &timeout) == MHD_YES && timeout < (unsigned)wait_ms)
             wait_ms = (int)timeout;
-        epoll_wait(sh->epfd, evs, 2, wait_ms);
+        int n = epoll_wait(sh->epfd, evs, 64, wait_ms);
+        for (int i = 0; i < n; i++)
+            if (evs[i].data.ptr) /* a subscriber's socket (watch_hangup()) */
+                on_hangup(evs[i].data.ptr);
         take_arrivals(sh);
         MHD_run(sh->daemon);
     }
@@ -663,15 +752,15 @@ static bool start_shard(cg_http_t *http, shard_t *sh, unsigned flags, unsigned l
     sh->http = http;
     sh->epfd = sh->wake_fd = -1;
     pthread_mutex_init(&sh->lock, NULL);
-    sh->daemon = MHD_start_daemon(
-        flags, 0, NULL, NULL, on_request, http, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, http,
-        MHD_OPTION_CONNECTION_LIMIT, limit, MHD_OPTION_CONNECTION_MEMORY_LIMIT, pool,
-        /* A connection that makes no progress for --write-timeout seconds is
-         * closed: a stream whose client stopped reading, an idle keep-alive.
-         * Parked streams are suspended and never time out; heartbeats wake
-         * them, and a dead client then shows up here. */
-        MHD_OPTION_CONNECTION_TIMEOUT, http->cfg->write_timeout, MHD_OPTION_NOTIFY_COMPLETED,
-        on_completed, http, MHD_OPTION_END);
+    sh->daemon = MHD_start_daemon(flags, 0, NULL, NULL, on_request, sh, MHD_OPTION_EXTERNAL_LOGGER,
+                                  on_mhd_log, http, MHD_OPTION_CONNECTION_LIMIT, limit,
+                                  MHD_OPTION_CONNECTION_MEMORY_LIMIT, pool,
+                                  /* A connection that makes no progress for --write-timeout seconds
+                                   * is closed: a stream whose client stopped reading, an idle
+                                   * keep-alive. Parked streams are suspended and never time out;
+                                   * heartbeats wake them, and a dead client then shows up here. */
+                                  MHD_OPTION_CONNECTION_TIMEOUT, http->cfg->write_timeout,
+                                  MHD_OPTION_NOTIFY_COMPLETED, on_completed, sh, MHD_OPTION_END);
     if (!sh->daemon)
         return false;
     const union MHD_DaemonInfo *info = MHD_get_daemon_info(sh->daemon, MHD_DAEMON_INFO_EPOLL_FD);
@@ -679,8 +768,8 @@ static bool start_shard(cg_http_t *http, shard_t *sh, unsigned flags, unsigned l
     sh->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (!info || sh->epfd < 0 || sh->wake_fd < 0)
         return false;
-    struct epoll_event dev = {.events = EPOLLIN, .data.fd = info->epoll_fd};
-    struct epoll_event wev = {.events = EPOLLIN, .data.fd = sh->wake_fd};
+    struct epoll_event dev = {.events = EPOLLIN, .data.ptr = NULL};
+    struct epoll_event wev = {.events = EPOLLIN, .data.ptr = NULL};
     if (epoll_ctl(sh->epfd, EPOLL_CTL_ADD, info->epoll_fd, &dev) != 0 ||
         epoll_ctl(sh->epfd, EPOLL_CTL_ADD, sh->wake_fd, &wev) != 0 ||
         pthread_create(&sh->thread, NULL, shard_loop, sh) != 0)

@@ -819,6 +819,14 @@ char *cg_hub_sub_position(cg_hub_t *hub, cg_sub_t *sub)
     return copy;
 }
 
+void cg_hub_kick(cg_hub_t *hub, cg_sub_t *sub)
+{
+    pthread_mutex_lock(&hub->lock);
+    if (sub->parked)
+        unpark_sub(hub, sub);
+    pthread_mutex_unlock(&hub->lock);
+}
+
 void cg_hub_tick(cg_hub_t *hub)
 {
     int64_t now = cg_hub_now_ms();

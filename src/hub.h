@@ -133,6 +133,10 @@ cg_next_t cg_hub_next(cg_hub_t *hub, cg_sub_t *sub, bool park, cg_event_t **ev,
  * position is known yet. */
 char *cg_hub_sub_position(cg_hub_t *hub, cg_sub_t *sub);
 
+/* Wakes sub if it is parked, so that its front end runs now (its client
+ * hung up: the front end then ends it). Any thread. */
+void cg_hub_kick(cg_hub_t *hub, cg_sub_t *sub);
+
 /* Main thread, a few times a second: wakes parked subscribers whose heartbeat
  * or deadline is due. */
 void cg_hub_tick(cg_hub_t *hub);

@@ -497,6 +497,14 @@ bool cg_watcher_free(cg_watcher_t *w)
     return true;
 }
 
+char *cg_watcher_position(cg_watcher_t *w)
+{
+    pthread_mutex_lock(&w->lock);
+    char *p = w->last ? bson_strdup(w->last) : NULL;
+    pthread_mutex_unlock(&w->lock);
+    return p;
+}
+
 bool cg_watcher_status(cg_watcher_t *w, char *msg, size_t len)
 {
     pthread_mutex_lock(&w->lock);

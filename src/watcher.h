@@ -42,6 +42,10 @@ bool cg_watcher_free(cg_watcher_t *w);
  * through an outage) and started from now; msg says what happened. */
 bool cg_watcher_history_lost(cg_watcher_t *w, char *msg, size_t len);
 
+/* The watcher's newest position (an event's, or MongoDB's postBatchResumeToken
+ * on a quiet stream): a new string, or NULL before it has one. */
+char *cg_watcher_position(cg_watcher_t *w);
+
 /* True when streaming; msg gets a one-line human description either way. */
 bool cg_watcher_status(cg_watcher_t *w, char *msg, size_t len);
 

@@ -10,6 +10,7 @@ PACKAGES=(
   libmongoc-dev libbson-dev libmicrohttpd-dev libjansson-dev libpcre2-dev check
   python3 python3-pymongo python3-bson python3-mongomock
   curl valgrind cppcheck clang-format
+  prometheus  # promtool, for test_metrics
 )
 # Node.js and npm: Debian's packages unless a node with npm is already there
 # (some images ship their own, which Debian's npm package would conflict with).

@@ -76,7 +76,7 @@ echo "== integration under valgrind"
 # Resume from the journal; catch-up streams, their handover and their
 # failures (resets, 410); the watcher's own recoveries.
 VALGRIND_SCENARIOS="test_sse_resume test_history_lost test_invalidate test_foreign_state
-  test_watch_refused"
+  test_watch_refused test_hangup"
 if [ -x build/plain/src/changegate ]; then
   for t in $VALGRIND_SCENARIOS; do
     CHANGEGATE=$ROOT/build/plain/src/changegate DEVMONGO=$ROOT/tests/devmongo/devmongo \

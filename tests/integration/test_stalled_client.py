@@ -12,7 +12,8 @@ last id it fully received and get exactly the rest.
 3. Every 2 s changegate's VmRSS and /healthz "subscribers" are sampled. The last RSS
    sample must be within 20% + 5 MB of the one taken 10 s into the flow.
 4. The good client receives every event and the sentinel, in order, no reset.
-5. By the end of the flow /healthz counts 1 subscriber (the good one): the server has
+5. By the end of the flow /healthz counts 1 subscriber (the good one) and /metrics one
+   write_timeout drop: the server has
    disconnected the stalled client. The stalled client now reads: complete events seq
    0..k in order, no reset, then the connection ends (EOF or reset).
 6. It reconnects with the id of seq k (the last event it fully received) and gets
@@ -146,6 +147,9 @@ def story(sc):
     subs = cg.metrics().total("changegate_subscribers")
     h.check(subs == 1, "/metrics changegate_subscribers (summed over its labels) is %s, "
             "expected 1", subs)
+    timeouts = cg.metrics().value("changegate_drops_total", reason="write_timeout")
+    h.check(timeouts == 1, "/metrics changegate_drops_total{reason=\"write_timeout\"} is %s, "
+            "expected 1 (the stalled client)", timeouts)
 
     deadline = time.monotonic() + 20 * h.SLOW
     while not stalled.ended:

@@ -34,7 +34,12 @@ def story(sc):
     h.fail_command(mongo.uri, "alwaysOn", failCommands=["aggregate"], errorCode=13,
                    appName="changegate")
     cg = sc.changegate(mongo.uri, wait_healthy=False)
-    body = cg.wait_health(503)
+
+    def refused():  # 503 "connecting to MongoDB" may come first
+        status, b = cg.health_json()
+        h.check(status == 503, "/healthz answered %d %r while MongoDB refuses", status, b)
+        return b if "refused" in b.get("message", "") else None
+    body = h.wait_until(refused, 20 * h.SLOW, "/healthz to say MongoDB refused the stream")
     msg = body.get("message", "")
     h.check(body.get("error") == "not_ready", "/healthz 503 body %r lacks error not_ready", body)
     for part in ("refused the change stream", "error 13", "Unauthorized", "changeStream"):
