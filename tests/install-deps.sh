@@ -1,7 +1,7 @@
 #!/bin/bash
 # Installs everything changegate needs to build, test and run its demo on a
 # fresh Debian 12 machine (as root). Safe to run again: it only installs what
-# is missing. Node packages for the driver test come from the npm registry.
+# is missing. Node packages for the tests come from the npm registry.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,6 +11,7 @@ PACKAGES=(
   python3 python3-pymongo python3-bson python3-mongomock
   curl valgrind cppcheck clang-format
   prometheus  # promtool, for test_metrics
+  jq chromium # test_node_eventsource reads NDJSON with jq; test_browser runs headless chromium
 )
 # Node.js and npm: Debian's packages unless a node with npm is already there
 # (some images ship their own, which Debian's npm package would conflict with).
@@ -42,4 +43,10 @@ fi
 if [ -f tests/differential/package-lock.json ] && [ ! -d tests/differential/node_modules ]; then
   echo "install-deps: npm ci in tests/differential"
   (cd tests/differential && npm ci --no-audit --no-fund --loglevel=error)
+fi
+# The integration scenarios' real clients: puppeteer-core (drives Debian's chromium in
+# test_browser) and eventsource (test_node_eventsource), pinned by package-lock.json.
+if [ -f tests/node-clients/package-lock.json ] && [ ! -d tests/node-clients/node_modules ]; then
+  echo "install-deps: npm ci in tests/node-clients"
+  (cd tests/node-clients && npm ci --no-audit --no-fund --loglevel=error)
 fi

@@ -110,9 +110,11 @@ _ALL_PROCS_LOCK = threading.Lock()
 
 
 class Proc:
-    """A child process in its own process group, output going to a log file."""
+    """A child process in its own process group, output going to a log file.
+    pipes=True: stdin and stdout are pipes to the test (popen.stdin, popen.stdout), and
+    only stderr goes to the log file."""
 
-    def __init__(self, name, argv, log_path, env=None):
+    def __init__(self, name, argv, log_path, env=None, pipes=False, cwd=None):
         self.name = name
         self.argv = argv
         self.log_path = log_path
@@ -120,9 +122,14 @@ class Proc:
         self.log.write(("\n===== start %s: %s\n" % (time.strftime("%H:%M:%S"),
                                                    " ".join(shlex.quote(a) for a in argv))).encode())
         self.log.flush()
-        self.popen = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=self.log,
-                                      stderr=subprocess.STDOUT, start_new_session=True,
-                                      env=env)
+        if pipes:
+            self.popen = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                          stderr=self.log, start_new_session=True, env=env,
+                                          cwd=cwd)
+        else:
+            self.popen = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=self.log,
+                                          stderr=subprocess.STDOUT, start_new_session=True,
+                                          env=env, cwd=cwd)
         self.pid = self.popen.pid
         self.returncode = None
         with _ALL_PROCS_LOCK:
@@ -155,10 +162,12 @@ class Proc:
             except subprocess.TimeoutExpired:
                 pass
         self.returncode = self.popen.returncode
-        try:
-            self.log.close()
-        except OSError:
-            pass
+        for f in (self.log, self.popen.stdin, self.popen.stdout):
+            try:
+                if f is not None:
+                    f.close()
+            except OSError:
+                pass
         return self.returncode, killed
 
     def kill_group(self):
@@ -1208,6 +1217,84 @@ class CurlSSE:
             except OSError:
                 pass
         self.proc.returncode = self.popen.returncode
+
+
+# --------------------------------------------------------------------------- helper processes
+
+NODE_CLIENTS = os.path.join(REPO, "tests", "node-clients")
+
+
+def node_clients(*packages):
+    """tests/node-clients, the pinned Node.js clients (package-lock.json); fails naming the
+    fix when node or one of `packages` is not installed."""
+    check(shutil.which("node") is not None, "node not found: run tests/install-deps.sh")
+    for pkg in packages:
+        check(os.path.isdir(os.path.join(NODE_CLIENTS, "node_modules", pkg)),
+              "%s is not installed in %s: run tests/install-deps.sh (npm ci there)", pkg,
+              NODE_CLIENTS)
+    return NODE_CLIENTS
+
+
+class JSONLinesProc:
+    """A helper process (its own process group, stopped with the scenario's other processes)
+    that speaks JSON lines: the test writes objects to its stdin with send() and reads the
+    objects it prints with next(), every wait bounded. stderr goes to NAME.log in the
+    scenario's directory."""
+
+    def __init__(self, scenario, name, argv, cwd=None):
+        self.name = name
+        self.proc = Proc(name, argv, os.path.join(scenario.tmp, name + ".log"), pipes=True,
+                         cwd=cwd)
+        scenario.procs.append(self.proc)
+        self.fd = self.proc.popen.stdout.fileno()
+        self.buf = bytearray()
+        self.pending = []
+        self.ended = False
+
+    def send(self, obj):
+        try:
+            self.proc.popen.stdin.write((json.dumps(obj) + "\n").encode())
+            self.proc.popen.stdin.flush()
+        except (BrokenPipeError, ValueError) as e:
+            raise TestFailure("%s (pid %d) no longer reads its input (%r); its stderr:\n%s" % (
+                self.name, self.proc.pid, e, self.proc.output()[-3000:]))
+
+    def next(self, timeout=10):
+        """The next object printed; None once its stdout closed; TimeoutError on timeout."""
+        deadline = time.monotonic() + timeout
+        while not self.pending:
+            if self.ended:
+                return None
+            k = self.buf.find(b"\n")
+            if k >= 0:
+                line = bytes(self.buf[:k])
+                del self.buf[:k + 1]
+                if line.strip():
+                    try:
+                        self.pending.append(json.loads(line.decode("utf-8")))
+                    except ValueError as e:
+                        raise TestFailure("%s printed a line that is not JSON (%s): %r" % (
+                            self.name, e, line[:500]))
+                continue
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("%s printed nothing more within %.1fs" % (self.name, timeout))
+            r, _, _ = select.select([self.fd], [], [], min(left, 0.5))
+            if r:
+                data = os.read(self.fd, 65536)
+                if not data:
+                    self.ended = True
+                self.buf += data
+        return self.pending.pop(0)
+
+    def close_stdin(self):
+        try:
+            self.proc.popen.stdin.close()
+        except OSError:
+            pass
+
+    def stderr(self):
+        return self.proc.output()
 
 
 # --------------------------------------------------------------------------- events
