@@ -21,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <time.h>
@@ -104,6 +105,53 @@ static size_t count_params(const char *line, size_t len)
     return 1 + count_char(q, qlen, '&');
 }
 
+static bool is_last_event_id(const char *name, size_t len)
+{
+    return len == 13 && strncasecmp(name, "Last-Event-ID", 13) == 0;
+}
+
+/* Bytes libmicrohttpd would misread rather than refuse: it cuts values at a
+ * NUL (a Last-Event-ID "P\0junk" would resume from P), glues an obs-fold
+ * continuation onto the field *name* (the position would be lost, so the
+ * client would silently start from now), and answers a field line without a
+ * colon with its own HTML 400. RFC 9112 lets a server refuse all of them.
+ * Also %00 in the path, which only ever reaches us as a C string. The
+ * fields run from `fields` to the empty line. Returns false after reject(). */
+static bool screen_syntax(const char *line, size_t line_len, const char *fields, const char *end,
+                          cg_gate_verdict_t *v)
+{
+    const char *q = memchr(line, '?', line_len);
+    size_t path_len = q ? (size_t)(q - line) : line_len;
+    if (memchr(line, '\0', line_len) || memmem(line, path_len, "%00", 3)) {
+        reject(v, 400, "bad_request", "the request line holds a NUL byte");
+        return false;
+    }
+    bool prev_lei = false; /* the previous field was Last-Event-ID */
+    for (const char *l = fields; l < end;) {
+        const char *e = memchr(l, '\n', (size_t)(end - l));
+        size_t n = (size_t)(e - l);
+        if (n && l[n - 1] == '\r')
+            n--;
+        if (n == 0)
+            break;
+        bool fold = *l == ' ' || *l == '\t';
+        const char *colon = fold ? NULL : memchr(l, ':', n);
+        bool lei = fold ? prev_lei : colon && is_last_event_id(l, (size_t)(colon - l));
+        if (fold || !colon || memchr(l, '\0', n) || memchr(l, '\r', n)) {
+            if (lei)
+                reject(v, 400, "invalid_position",
+                       "the Last-Event-ID header holds a NUL byte, a bare CR or a folded line");
+            else
+                reject(v, 400, "bad_request",
+                       "a header line is folded, lacks a ':', or holds a NUL byte or bare CR");
+            return false;
+        }
+        prev_lei = lei;
+        l = e + 1;
+    }
+    return true;
+}
+
 void cg_gate_classify(const char *head, size_t len, size_t small_budget, cg_gate_verdict_t *v)
 {
     memset(v, 0, sizeof *v);
@@ -148,6 +196,8 @@ void cg_gate_classify(const char *head, size_t len, size_t small_budget, cg_gate
         p = q + 1;
     }
     size_t head_len = (size_t)(p - head);
+    if (!screen_syntax(head, line_len, nl + 1, p, v))
+        return;
     size_t cookie_parts = count_char(nl + 1, head_len - line_len, ';');
     if (cookie_parts > MAX_COOKIE_PARTS) {
         reject(v, 431, "headers_too_large",
@@ -219,7 +269,9 @@ static void answer_and_linger(cg_gate_t *g, pending_t *p, const cg_gate_verdict_
     json_t *j = json_pack("{s:s, s:s}", "error", v->error, "message", v->message);
     char *body = json_dumps(j, JSON_COMPACT);
     json_decref(j);
-    const char *reason = v->status == 414 ? "URI Too Long" : "Request Header Fields Too Large";
+    const char *reason = v->status == 400   ? "Bad Request"
+                         : v->status == 414 ? "URI Too Long"
+                                            : "Request Header Fields Too Large";
     char resp[512];
     int n =
         snprintf(resp, sizeof resp,

@@ -462,10 +462,20 @@ static enum MHD_Result send_metrics(conn_ctx_t *c)
 
 /* ---- routing ---- */
 
+/* With the lengths: a %00 in a parameter would otherwise cut its value
+ * silently ("ns=app%00x" read as "ns=app"). */
 static enum MHD_Result collect_param(void *cls, enum MHD_ValueKind kind, const char *key,
-                                     const char *value)
+                                     size_t key_size, const char *value, size_t value_size)
 {
     conn_ctx_t *c = cls;
+    if (strlen(key) != key_size || (value && strlen(value) != value_size)) {
+        cg_request_fail(&c->req, 400,
+                        strcmp(key, "lastEventId") == 0 ? "invalid_position"
+                        : strcmp(key, "filter") == 0    ? "invalid_filter"
+                                                        : "invalid_parameter",
+                        "query parameter '%.64s' holds a NUL byte (%%00)", key);
+        return MHD_NO;
+    }
     return cg_request_param(&c->req, key, value) == 0 ? MHD_YES : MHD_NO;
 }
 
@@ -543,7 +553,7 @@ static enum MHD_Result begin_request(conn_ctx_t *c, const char *url, const char 
     }
     if (preflight)
         return send_preflight(c);
-    MHD_get_connection_values(c->conn, MHD_GET_ARGUMENT_KIND, collect_param, c);
+    MHD_get_connection_values_n(c->conn, MHD_GET_ARGUMENT_KIND, collect_param, c);
     const char *last_id = MHD_lookup_connection_value(c->conn, MHD_HEADER_KIND, "Last-Event-ID");
     const char *accept = MHD_lookup_connection_value(c->conn, MHD_HEADER_KIND, "Accept");
     if (cg_request_finish(&c->req, last_id, accept) != 0)

@@ -54,6 +54,42 @@ END_TEST
 
 /* The cost of a head is its length plus 64 bytes per field, parameter and
  * cookie part: exactly the budget stays small, one byte more is large. */
+static cg_gate_verdict_t classify_n(const char *head, size_t len)
+{
+    cg_gate_verdict_t v;
+    cg_gate_classify(head, len, BUDGET, &v);
+    return v;
+}
+
+static void expect_400(cg_gate_verdict_t v, const char *code)
+{
+    ck_assert_int_eq(v.cls, CG_GATE_REJECT);
+    ck_assert_int_eq(v.status, 400);
+    ck_assert_str_eq(v.error, code);
+}
+
+/* What libmicrohttpd would misread is refused with JSON, naming the position
+ * when it is the Last-Event-ID that is malformed. */
+START_TEST(malformed_heads_are_refused)
+{
+    static const char nul_lei[] = "GET /events HTTP/1.1\r\nLast-Event-ID: 82AB\0CD\r\n\r\n";
+    expect_400(classify_n(nul_lei, sizeof nul_lei - 1), "invalid_position");
+    static const char nul_line[] = "GET /ev\0ents HTTP/1.1\r\n\r\n";
+    expect_400(classify_n(nul_line, sizeof nul_line - 1), "bad_request");
+    expect_400(classify("GET /poll%00/x HTTP/1.1\r\n\r\n"), "bad_request");
+    /* %00 in the query is the parameters' business (http.c), not the path's. */
+    ck_assert_int_eq(classify("GET /poll?ns=a%00b HTTP/1.1\r\n\r\n").cls, CG_GATE_SMALL);
+    expect_400(classify("GET / HTTP/1.1\r\nLast-Event-ID: 82AB\r\n CD\r\n\r\n"),
+               "invalid_position");
+    expect_400(classify("GET / HTTP/1.1\r\nAccept: a\r\n\tb\r\n\r\n"), "bad_request");
+    expect_400(classify("GET / HTTP/1.1\r\nlast-event-id: 82AB\rCD\r\n\r\n"), "invalid_position");
+    expect_400(classify("GET / HTTP/1.1\r\nLast-Event-ID: 82AB\nCD\r\n\r\n"), "bad_request");
+    /* Bare LF line ends and empty values stay fine. */
+    ck_assert_int_eq(classify("GET / HTTP/1.1\nLast-Event-ID: 82AB\nX-Empty:\n\n").cls,
+                     CG_GATE_SMALL);
+}
+END_TEST
+
 START_TEST(cost_decides_the_pool)
 {
     const char *fields = "Host: x\r\nCookie: a=1; b=2\r\n"; /* 2 fields + 1 ';' */
@@ -308,6 +344,7 @@ int main(void)
     TCase *tc = tcase_create("classify");
     tcase_add_test(tc, incomplete_heads_wait);
     tcase_add_test(tc, cost_decides_the_pool);
+    tcase_add_test(tc, malformed_heads_are_refused);
     tcase_add_test(tc, request_line_limit);
     tcase_add_test(tc, parameter_count_limit);
     tcase_add_test(tc, header_limits);
