@@ -126,7 +126,23 @@ static bool screen_syntax(const char *line, size_t line_len, const char *fields,
         reject(v, 400, "bad_request", "the request line holds a NUL byte");
         return false;
     }
+    size_t vlen = line_len;
+    while (vlen && (line[vlen - 1] == '\n' || line[vlen - 1] == '\r'))
+        vlen--;
+    const char *sp = memchr(line, ' ', vlen);
+    const char *version = memrchr(line, ' ', vlen);
+    if (!sp || sp == version || vlen - (size_t)(version + 1 - line) < 5 ||
+        memcmp(version + 1, "HTTP/", 5) != 0) {
+        reject(v, 400, "bad_request", "not an HTTP request line (METHOD TARGET HTTP/1.1)");
+        return false;
+    }
+    if (vlen < 9 || (memcmp(line + vlen - 9, " HTTP/1.1", 9) != 0 &&
+                     memcmp(line + vlen - 9, " HTTP/1.0", 9) != 0)) {
+        reject(v, 505, "http_version_not_supported", "only HTTP/1.0 and HTTP/1.1 are served");
+        return false;
+    }
     bool prev_lei = false; /* the previous field was Last-Event-ID */
+    int leis = 0;
     for (const char *l = fields; l < end;) {
         const char *e = memchr(l, '\n', (size_t)(end - l));
         size_t n = (size_t)(e - l);
@@ -144,6 +160,10 @@ static bool screen_syntax(const char *line, size_t line_len, const char *fields,
             else
                 reject(v, 400, "bad_request",
                        "a header line is folded, lacks a ':', or holds a NUL byte or bare CR");
+            return false;
+        }
+        if (lei && ++leis > 1) { /* which one would libmicrohttpd take? */
+            reject(v, 400, "invalid_position", "more than one Last-Event-ID header");
             return false;
         }
         prev_lei = lei;
@@ -271,6 +291,7 @@ static void answer_and_linger(cg_gate_t *g, pending_t *p, const cg_gate_verdict_
     json_decref(j);
     const char *reason = v->status == 400   ? "Bad Request"
                          : v->status == 414 ? "URI Too Long"
+                         : v->status == 505 ? "HTTP Version Not Supported"
                                             : "Request Header Fields Too Large";
     char resp[512];
     int n =

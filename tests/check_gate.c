@@ -84,6 +84,14 @@ START_TEST(malformed_heads_are_refused)
     expect_400(classify("GET / HTTP/1.1\r\nAccept: a\r\n\tb\r\n\r\n"), "bad_request");
     expect_400(classify("GET / HTTP/1.1\r\nlast-event-id: 82AB\rCD\r\n\r\n"), "invalid_position");
     expect_400(classify("GET / HTTP/1.1\r\nLast-Event-ID: 82AB\nCD\r\n\r\n"), "bad_request");
+    expect_400(classify("GET / HTTP/1.1\r\nLast-Event-ID: 82AB\r\nLast-Event-ID: 82CD\r\n\r\n"),
+               "invalid_position");
+    cg_gate_verdict_t v = classify("GET / HTTP/2.0\r\n\r\n");
+    ck_assert_int_eq(v.cls, CG_GATE_REJECT);
+    ck_assert_int_eq(v.status, 505);
+    ck_assert_int_eq(classify("GET / HTTP/1.0\r\n\r\n").cls, CG_GATE_SMALL);
+    expect_400(classify("HELLO\r\n\r\n"), "bad_request");
+    expect_400(classify("GET /\r\n\r\n"), "bad_request"); /* HTTP/0.9 */
     /* Bare LF line ends and empty values stay fine. */
     ck_assert_int_eq(classify("GET / HTTP/1.1\nLast-Event-ID: 82AB\nX-Empty:\n\n").cls,
                      CG_GATE_SMALL);
