@@ -5,6 +5,7 @@
  * save its position, close the listeners; all within 2 seconds. */
 #include <errno.h>
 #include <mongoc/mongoc.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -35,6 +36,28 @@ static void raise_nofile(size_t wanted)
         cg_log_warn("open-files limit is %llu, below --max-subscribers + 100 (%zu): raise it "
                     "(ulimit -n, or LimitNOFILE= in the systemd unit)",
                     (unsigned long long)rl.rlim_cur, wanted);
+}
+
+/* Gives memory back to the system after many subscribers have left. Each
+ * HTTP shard thread allocates its connections in its own glibc arena, and
+ * glibc only returns the top of an arena by itself: a few small blocks still
+ * in use near the top (its per-thread cache, a live connection) keep every
+ * freed megabyte below them resident for good (bench/README.md, sse-hold).
+ * malloc_trim() releases the whole free pages inside every arena too. It runs
+ * on this thread when the subscriber count has fallen by at least
+ * TRIM_AFTER_LEAVING since its peak, so never on a steady state. */
+#define TRIM_AFTER_LEAVING 256
+#define TRIM_EVERY_MS 2000 /* at most: a mass departure takes a while */
+static void trim_after_departures(size_t subscribers, size_t *peak, int64_t *trimmed_at)
+{
+    int64_t now = cg_hub_now_ms();
+    if (subscribers > *peak) {
+        *peak = subscribers;
+    } else if (*peak - subscribers >= TRIM_AFTER_LEAVING && now - *trimmed_at >= TRIM_EVERY_MS) {
+        malloc_trim(0);
+        *peak = subscribers;
+        *trimmed_at = now;
+    }
 }
 
 /* The part of a MongoDB URI that is safe to log: never the credentials. */
@@ -150,6 +173,8 @@ int main(int argc, char **argv)
     cg_log_info("changegate %s started: watching %s on %s", PACKAGE_VERSION, cfg.watch,
                 uri_hosts(cfg.mongo_uri));
 
+    size_t peak = 0;
+    int64_t trimmed_at = 0;
     for (;;) {
         struct timespec tick = {0, 250 * 1000000L};
         int sig = sigtimedwait(&sigs, NULL, &tick);
@@ -160,6 +185,7 @@ int main(int argc, char **argv)
         if (sig == SIGHUP) /* logs go to stderr: there is no file to reopen */
             cg_log_info("received SIGHUP: nothing to reload");
         cg_hub_tick(hub);
+        trim_after_departures(cg_hub_subscriber_count(hub), &peak, &trimmed_at);
     }
 
     for (size_t i = 0; i < cfg.n_listen; i++)
