@@ -28,13 +28,14 @@ DOC_BYTES=${DOC_BYTES:-100}
 WRITE_RATE=${WRITE_RATE:-100000}
 TIMEOUT=${TIMEOUT:-600}
 bench_init catchup
-command_line="EVENTS=$EVENTS LIVE=$LIVE JOURNAL=$JOURNAL OPLOG=$OPLOG DOC_BYTES=$DOC_BYTES WRITE_RATE=$WRITE_RATE${CHANGEGATE_SET:+ CHANGEGATE=$CHANGEGATE} bench/catchup.sh"
+command_line="EVENTS=$EVENTS LIVE=$LIVE JOURNAL=$JOURNAL OPLOG=$OPLOG DOC_BYTES=$DOC_BYTES WRITE_RATE=$WRITE_RATE${CHANGEGATE_SET:+ CHANGEGATE=$CHANGEGATE}${BENCH_COMMIT:+ BENCH_COMMIT=$BENCH_COMMIT} bench/catchup.sh"
 [ "$EVENTS" -gt $((JOURNAL + 1)) ] || bench_die 2 "EVENTS must exceed JOURNAL + 1 (the catch-up must start outside the journal)"
 [ "$OPLOG" -ge $((EVENTS + LIVE)) ] || bench_die 2 "OPLOG ($OPLOG) must hold EVENTS + LIVE"
 [ "$LIVE" -ge 0 ] || bench_die 2 "LIVE must be 0 or more"
 
 metric() { # name: its value in changegate's /metrics
-    curl -fsS "http://127.0.0.1:$cg_port/metrics" | awk -v n="$1" '$1 == n {print $2}'
+    curl -fsS "http://127.0.0.1:$cg_port/metrics" |
+        awk -v n="$1" '$1 == n || index($1, n "{") == 1 {s += $2; f = 1} END {if (f) print s}'
 }
 # Waits until metric NAME compares (-ge, -eq, ...) to VALUE; fails after SECONDS.
 wait_metric() { # name op value seconds what

@@ -25,7 +25,7 @@ SCANNED=${SCANNED:-2000}
 DOC_BYTES=${DOC_BYTES:-100}
 bench_init filter-fanout
 EVENTS=$((RATE * DURATION))
-command_line="SUBSCRIBERS=$SUBSCRIBERS BASE=$BASE RATE=$RATE DURATION=$DURATION SCANNED=$SCANNED${CHANGEGATE_SET:+ CHANGEGATE=$CHANGEGATE} bench/filter-fanout.sh"
+command_line="SUBSCRIBERS=$SUBSCRIBERS BASE=$BASE RATE=$RATE DURATION=$DURATION SCANNED=$SCANNED${CHANGEGATE_SET:+ CHANGEGATE=$CHANGEGATE}${BENCH_COMMIT:+ BENCH_COMMIT=$BENCH_COMMIT} bench/filter-fanout.sh"
 # {"fullDocument.owner": "u{i}"}, URL-encoded; loadclient puts the index in {i}.
 owner_path='/events?filter=%7B%22fullDocument.owner%22%3A%22u{i}%22%7D'
 scan_path='/events?filter=%7B%22fullDocument.seq%22%3A%7B%22%24lt%22%3A0%7D%7D'

@@ -4,6 +4,11 @@
 # $CHANGEGATE, $DEVMONGO, $PY, $RESULTS; every process started with bench_spawn is
 # stopped on exit (also on failure or Ctrl-C), and bench/out/<run> is removed after a
 # passing run unless KEEP_OUT=1.
+#
+# The commit column of a row is BENCH_COMMIT when set, else HEAD of this checkout. With
+# CHANGEGATE pointing at a binary built elsewhere (say from `git archive` of an earlier
+# commit while the checkout moved on), set BENCH_COMMIT to the commit it was built from;
+# scenarios put it in the row's command.
 
 bench_init() {
     bench_name=$1
@@ -16,6 +21,8 @@ bench_init() {
     PY=/usr/bin/python3
     [ -x "$CHANGEGATE" ] || bench_die 2 "$CHANGEGATE not built (autoreconf -fi && ./configure && make)"
     [ -x "$DEVMONGO" ] || bench_die 2 "$DEVMONGO missing"
+    [ -z "$CHANGEGATE_SET" ] || [ -n "${BENCH_COMMIT:-}" ] ||
+        echo "$bench_name: CHANGEGATE set without BENCH_COMMIT: the row names HEAD ($(bench_commit)); is that what $CHANGEGATE was built from?" >&2
     ulimit -n "$(ulimit -Hn)" # many sockets: the hard limit (20000 here)
     out=$here/out/$(date +%Y%m%d-%H%M%S)-$$
     mkdir -p "$out"
@@ -118,7 +125,10 @@ bench_stop_changegate() {
 bench_rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
 # User + system CPU time of a process, in clock ticks.
 bench_cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-bench_commit() { git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo uncommitted; }
+bench_commit() { # BENCH_COMMIT (the binary's source), else HEAD of the checkout
+    [ -n "${BENCH_COMMIT:-}" ] && { echo "$BENCH_COMMIT"; return; }
+    git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo uncommitted
+}
 
 # Appends a row to the table under "## <section>" in RESULTS.md, creating the
 # section (heading, text, table header) when it is not there yet.

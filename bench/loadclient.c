@@ -18,6 +18,13 @@
  * --stride K says connection i receives exactly the seqs congruent to i modulo K (the
  * writer's --owners K puts owner "u<seq % K>" in each document): its seqs then go up by
  * K, and an event with another residue is counted as misrouted.
+ *
+ * Holding (--hold S): once every connection is streaming, keep them all open S seconds
+ * more whatever --expect says (--duration then only bounds the time to connect), then
+ * close them all at once and print. A connection the server closes before then fails
+ * the run. Heartbeats (comment lines ": heartbeat", sent by changegate on an idle
+ * stream) are counted per connection in every mode; --min-heartbeats K fails the run
+ * unless every connection got at least K.
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -66,7 +73,7 @@ struct conn {
     int64_t seq, ts_us;
     /* accounting */
     int64_t last_seq, base_seq; /* base_seq: the first seq this connection should get */
-    uint64_t received, gaps, repeats, resets, no_seq, misrouted;
+    uint64_t received, gaps, repeats, resets, no_seq, misrouted, heartbeats;
     char *req; /* the request, when the path has "{i}" */
     bool complete;
 };
@@ -80,7 +87,9 @@ static struct {
     int max_pending;
     bool verbose;
     int stride;
-} opt = {"127.0.0.1", "8080", "/events", NULL, 100, 30.0, 0, 0, 256, false, 1};
+    double hold;            /* > 0: hold every connection this long once all stream */
+    uint64_t min_heartbeats; /* each connection must get at least this many */
+} opt = {"127.0.0.1", "8080", "/events", NULL, 100, 30.0, 0, 0, 256, false, 1, 0, 0};
 
 #define HIST_RES_US 10
 #define HIST_BUCKETS 1000000 /* 10 us buckets up to 10 s */
@@ -96,7 +105,7 @@ static size_t request_len;
 static struct sockaddr_storage addr;
 static socklen_t addrlen;
 static int n_pending, n_ready, n_failed, n_closed, n_complete, n_started;
-static uint64_t total_events;
+static uint64_t total_events, total_heartbeats;
 static double t_first_event, t_last_event, t_start, t_ready;
 static volatile sig_atomic_t stop_flag;
 static int errors_printed;
@@ -270,6 +279,10 @@ static void sse_line(struct conn *c, const char *l, size_t n, int64_t recv_us)
             c->got_preamble = true;
             n_pending--;
             n_ready++;
+        } else if (n >= 10 && n - (l[1] == ' ' ? 2 : 1) >= 9 &&
+                   memcmp(l + (l[1] == ' ' ? 2 : 1), "heartbeat", 9) == 0) {
+            c->heartbeats++;
+            total_heartbeats++;
         }
         return;
     }
@@ -564,10 +577,13 @@ static void usage(void)
     fprintf(stderr,
             "usage: loadclient [--host H] --port P [--path /events] [--connections N]\n"
             "                  [--duration S] [--expect K] [--first-seq S] [--ready-file F]\n"
-            "                  [--max-pending N] [--stride K] [--verbose]\n"
+            "                  [--max-pending N] [--stride K] [--hold H] [--min-heartbeats B]\n"
+            "                  [--verbose]\n"
             "Opens N SSE subscriptions and prints one JSON line: connections, events,\n"
-            "deliveries/s, latency percentiles (receipt time - ts_us), gaps, repeats.\n"
-            "Stops after S seconds or once every connection has received K events.\n");
+            "deliveries/s, latency percentiles (receipt time - ts_us), gaps, repeats,\n"
+            "heartbeats. Stops after S seconds or once every connection has received K\n"
+            "events; with --hold, H seconds after every connection is streaming (S then\n"
+            "only bounds the connecting), and no connection may be closed by the server.\n");
     exit(2);
 }
 
@@ -597,13 +613,18 @@ int main(int argc, char **argv)
             opt.max_pending = atoi(v);
         else if (ARG("--stride"))
             opt.stride = atoi(v);
+        else if (ARG("--hold"))
+            opt.hold = atof(v);
+        else if (ARG("--min-heartbeats"))
+            opt.min_heartbeats = strtoull(v, NULL, 10);
         else if (strcmp(a, "--verbose") == 0)
             opt.verbose = true;
         else
             usage();
 #undef ARG
     }
-    if (opt.connections <= 0 || opt.duration <= 0 || opt.max_pending <= 0 || opt.stride <= 0)
+    if (opt.connections <= 0 || opt.duration <= 0 || opt.max_pending <= 0 || opt.stride <= 0 ||
+        opt.hold < 0)
         usage();
 
     struct rlimit rl;
@@ -660,8 +681,11 @@ int main(int argc, char **argv)
                 fprintf(f, "%d\n", n_ready);
                 fclose(f);
             }
+            if (opt.hold > 0)
+                deadline = t_ready + opt.hold;
         }
-        if (opt.expect && ready_written && n_complete + n_failed + n_closed >= opt.connections)
+        if (opt.hold == 0 && opt.expect && ready_written &&
+            n_complete + n_failed + n_closed >= opt.connections)
             break;
         double left = deadline - now_mono();
         if (left <= 0)
@@ -679,8 +703,10 @@ int main(int argc, char **argv)
     double t_end = now_mono();
 
     uint64_t gaps = 0, repeats = 0, resets = 0, no_seq = 0, misrouted = 0, minr = UINT64_MAX,
-             maxr = 0;
-    int missing_conns = 0;
+             maxr = 0, minh = UINT64_MAX, maxh = 0;
+    int missing_conns = 0, few_heartbeats = 0;
+    /* Hold mode: every connection is closed here, all at once, as the client leaves. */
+    double t_close = now_mono();
     int in_state[C_FAILED + 1] = {0}, waiting_preamble = 0;
     for (int i = 0; i < opt.connections; i++) {
         struct conn *c = &conns[i];
@@ -699,6 +725,12 @@ int main(int argc, char **argv)
             minr = c->received;
         if (c->received > maxr)
             maxr = c->received;
+        if (c->heartbeats < minh)
+            minh = c->heartbeats;
+        if (c->heartbeats > maxh)
+            maxh = c->heartbeats;
+        if (c->heartbeats < opt.min_heartbeats)
+            few_heartbeats++;
         /* events still missing at the end count as gaps too */
         if (opt.expect && c->received < opt.expect) {
             missing_conns++;
@@ -712,11 +744,15 @@ int main(int argc, char **argv)
         free(c->line);
         free(c->req);
     }
+    double close_s = now_mono() - t_close;
     if (opt.connections == 0)
-        minr = 0;
+        minr = minh = 0;
     double window = t_last_event - t_first_event;
     double rate = window > 0 ? (double)total_events / window : 0;
     bool complete = opt.expect ? (missing_conns == 0 && n_failed == 0) : (n_failed == 0);
+    if (opt.hold > 0) /* held: every connection streamed until the client closed it */
+        complete = complete && ready_written && n_closed == 0;
+    complete = complete && few_heartbeats == 0;
     printf("{\"connections\": %d, \"streaming\": %d, \"failed\": %d, \"closed_by_server\": %d, "
            "\"events\": %" PRIu64 ", \"expect_per_connection\": %" PRIu64 ", "
            "\"min_received\": %" PRIu64 ", \"max_received\": %" PRIu64 ", "
@@ -725,6 +761,8 @@ int main(int argc, char **argv)
            ", \"p99\": %" PRId64 ", \"p999\": %" PRId64 ", \"max\": %" PRId64 ", \"mean\": %.0f, "
            "\"over_10s\": %" PRIu64 "}, \"gaps\": %" PRIu64 ", \"repeats\": %" PRIu64
            ", \"resets\": %" PRIu64 ", \"without_seq\": %" PRIu64 ", \"misrouted\": %" PRIu64
+           ", \"heartbeats\": %" PRIu64 ", \"min_heartbeats\": %" PRIu64
+           ", \"max_heartbeats\": %" PRIu64 ", \"hold_s\": %.3f, \"close_s\": %.3f"
            ", \"states\": {\"not_started\": %d, "
            "\"connecting\": %d, \"sending\": %d, \"awaiting_headers\": %d, "
            "\"awaiting_first_bytes\": %d, \"streaming\": %d, \"closed\": %d, \"failed\": %d}}\n",
@@ -733,7 +771,8 @@ int main(int argc, char **argv)
            t_end - t_start, window, rate, percentile(0.50), percentile(0.90), percentile(0.99),
            percentile(0.999), hist_count ? lat_max : -1,
            hist_count ? lat_sum / (double)hist_count : -1.0, hist_over, gaps, repeats, resets,
-           no_seq, misrouted, in_state[C_IDLE], in_state[C_CONNECTING], in_state[C_SENDING],
+           no_seq, misrouted, total_heartbeats, minh, maxh,
+           opt.hold > 0 && ready_written ? t_close - t_ready : 0.0, close_s, in_state[C_IDLE], in_state[C_CONNECTING], in_state[C_SENDING],
            in_state[C_HEADERS], waiting_preamble, in_state[C_BODY] - waiting_preamble,
            in_state[C_CLOSED], in_state[C_FAILED]);
     free(hist);

@@ -16,7 +16,7 @@ DOC_BYTES=${DOC_BYTES:-100}
 bench_init sse-fanout
 EXPECT=$((RATE * DURATION))
 [ "$EXPECT" -gt 0 ] || bench_die 2 "RATE x DURATION must be positive"
-command_line="SUBSCRIBERS=$SUBSCRIBERS RATE=$RATE DURATION=$DURATION DOC_BYTES=$DOC_BYTES${CHANGEGATE_SET:+ CHANGEGATE=$CHANGEGATE} bench/sse-fanout.sh"
+command_line="SUBSCRIBERS=$SUBSCRIBERS RATE=$RATE DURATION=$DURATION DOC_BYTES=$DOC_BYTES${CHANGEGATE_SET:+ CHANGEGATE=$CHANGEGATE}${BENCH_COMMIT:+ BENCH_COMMIT=$BENCH_COMMIT} bench/sse-fanout.sh"
 [ "$(ulimit -n)" -ge $((SUBSCRIBERS + 200)) ] ||
     bench_die 2 "ulimit -n is $(ulimit -n), too low for $SUBSCRIBERS subscribers"
 

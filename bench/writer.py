@@ -7,7 +7,10 @@
 seq counts from --first-seq; ts_us is the wall-clock time in microseconds (int64) taken
 just before the insert, so a subscriber measures latency as receipt time - ts_us. The
 schedule is absolute (document i is due at start + i/rate): a slow insert is caught up
-by the next ones instead of lowering the rate. Prints one line of JSON at the end.
+by the next ones instead of lowering the rate. With --burst K --pause P the writer
+stops for P seconds after every K documents (not after the last), and the schedule
+resumes after the pause: quiet periods in which changegate sends heartbeats, which it
+sends only on an idle stream. Prints one line of JSON at the end.
 """
 import argparse
 import json
@@ -30,6 +33,9 @@ def main():
     ap.add_argument("--first-seq", type=int, default=0)
     ap.add_argument("--owners", type=int, default=0,
                     help="add owner \"u<seq %% K>\" to each document (filtered fan-out)")
+    ap.add_argument("--burst", type=int, default=0,
+                    help="pause --pause seconds after every BURST documents")
+    ap.add_argument("--pause", type=float, default=0.0, help="seconds (with --burst)")
     args = ap.parse_args()
 
     count = args.count if args.count is not None else int(round(args.rate * args.duration))
@@ -43,8 +49,11 @@ def main():
 
     start = time.monotonic()
     behind_max = 0.0
+    paused = 0.0
     for i in range(count):
-        due = start + i / args.rate
+        if args.burst > 0 and i > 0 and i % args.burst == 0 and args.pause > 0:
+            paused += args.pause
+        due = start + paused + i / args.rate
         now = time.monotonic()
         if due > now:
             time.sleep(due - now)
@@ -58,7 +67,10 @@ def main():
     doc_size = len(bson.BSON.encode(dict(probe, pad=pad)))
     print(json.dumps({"written": count, "seconds": round(elapsed, 3),
                       "rate": round(count / elapsed, 1) if elapsed > 0 else None,
-                      "doc_bytes": doc_size, "max_behind_s": round(behind_max, 3)}))
+                      "doc_bytes": doc_size, "max_behind_s": round(behind_max, 3),
+                      "paused_s": round(paused, 3),
+                      "rate_writing": (round(count / (elapsed - paused), 1)
+                                       if elapsed > paused else None)}))
     client.close()
     return 0
 
