@@ -87,7 +87,7 @@ static struct {
     int max_pending;
     bool verbose;
     int stride;
-    double hold;            /* > 0: hold every connection this long once all stream */
+    double hold;             /* > 0: hold every connection this long once all stream */
     uint64_t min_heartbeats; /* each connection must get at least this many */
 } opt = {"127.0.0.1", "8080", "/events", NULL, 100, 30.0, 0, 0, 256, false, 1, 0, 0};
 
@@ -772,9 +772,9 @@ int main(int argc, char **argv)
            percentile(0.999), hist_count ? lat_max : -1,
            hist_count ? lat_sum / (double)hist_count : -1.0, hist_over, gaps, repeats, resets,
            no_seq, misrouted, total_heartbeats, minh, maxh,
-           opt.hold > 0 && ready_written ? t_close - t_ready : 0.0, close_s, in_state[C_IDLE], in_state[C_CONNECTING], in_state[C_SENDING],
-           in_state[C_HEADERS], waiting_preamble, in_state[C_BODY] - waiting_preamble,
-           in_state[C_CLOSED], in_state[C_FAILED]);
+           opt.hold > 0 && ready_written ? t_close - t_ready : 0.0, close_s, in_state[C_IDLE],
+           in_state[C_CONNECTING], in_state[C_SENDING], in_state[C_HEADERS], waiting_preamble,
+           in_state[C_BODY] - waiting_preamble, in_state[C_CLOSED], in_state[C_FAILED]);
     free(hist);
     free(conns);
     return complete && gaps == 0 && repeats == 0 && misrouted == 0 ? 0 : 1;
