@@ -11,6 +11,7 @@ PACKAGES=(
   python3 python3-pymongo python3-bson python3-mongomock
   curl valgrind cppcheck clang-format
   prometheus  # promtool, for test_metrics
+  clang libclang-rt-14-dev # tests/fuzz/run.sh: libFuzzer with ASan and UBSan
   jq chromium # test_node_eventsource reads NDJSON with jq; test_browser runs headless chromium
 )
 # Node.js and npm: Debian's packages unless a node with npm is already there

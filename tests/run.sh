@@ -4,7 +4,8 @@
 #   2. lint: clang-format and cppcheck,
 #   3. a normal build and `make check` (unit tests, devmongo tests, integration),
 #   4. the same under AddressSanitizer + UndefinedBehaviorSanitizer,
-#   5. a few integration scenarios with changegate under valgrind (no leaks, no
+#   5. the FastCGI record parser fuzzed for FUZZ_SECONDS (30) under ASan + UBSan,
+#   6. a few integration scenarios with changegate under valgrind (no leaks, no
 #      invalid accesses).
 # Builds go to build/plain and build/asan. The last line is "N passed, N failed".
 set -uo pipefail
@@ -35,11 +36,12 @@ WERROR=""
 [ "${CI:-}" = true ] && WERROR=--enable-werror
 
 echo "== lint"
-fmt_out=$(clang-format --dry-run --Werror src/*.c src/*.h tests/*.c tests/*.h tests/differential/*.c bench/*.c 2>&1)
+fmt_out=$(clang-format --dry-run --Werror src/*.c src/*.h tests/*.c tests/*.h tests/differential/*.c \
+  tests/fuzz/*.c bench/*.c 2>&1)
 record "clang-format" $?
 [ -n "$fmt_out" ] && echo "$fmt_out" | head -20
 cppcheck -q --enable=warning,performance,portability --error-exitcode=1 --inline-suppr \
-  --suppress=missingIncludeSystem -I src src/ bench/ tests/differential/
+  --suppress=missingIncludeSystem -I src src/ bench/ tests/differential/ tests/fuzz/
 record "cppcheck" $?
 
 [ -f configure ] || autoreconf -fi >/dev/null || exit 1
@@ -71,6 +73,12 @@ if build build/asan $WERROR --enable-sanitizers; then
 else
   record "build asan" 1; tail -30 build/asan.build.log
 fi
+
+echo "== fuzz: the FastCGI record parser (libFuzzer, ASan + UBSan, ${FUZZ_SECONDS:-30} s)"
+FUZZ_SECONDS=${FUZZ_SECONDS:-30} bash tests/fuzz/run.sh >build/fuzz.log 2>&1
+rc=$?
+record "fuzz fcgi_proto" $rc
+[ $rc = 0 ] || tail -30 build/fuzz.log
 
 echo "== integration under valgrind"
 # Resume from the journal; catch-up streams, their handover and their
