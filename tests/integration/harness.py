@@ -1392,6 +1392,17 @@ class Writer:
             pass
 
 
+def insert_paced(coll, first, count, interval):
+    """Insert {seq: first..first+count-1} into a pymongo collection, one every `interval`
+    seconds on an absolute schedule (a burst a test can interrupt part-way)."""
+    t0 = time.monotonic()
+    for seq in range(first, first + count):
+        delay = t0 + (seq - first) * interval - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        coll.insert_one({"seq": seq})
+
+
 def wait_devmongo_token(uri, db="probe", coll="probe"):
     """A resume token from a fresh devmongo, read with pymongo's own change stream."""
     import pymongo

@@ -35,7 +35,6 @@ import os
 import shutil
 import sys
 import threading
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness as h  # noqa: E402
@@ -264,14 +263,7 @@ def story(sc):
     h.say("page A shows 100 events; counter %s, newest row seq 99", dom["count"])
 
     # 3. Restart g1 in the middle of a write burst.
-    def burst():
-        t0 = time.monotonic()
-        for seq in range(100, 200):
-            delay = t0 + (seq - 100) * 0.005 - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
-            coll.insert_one({"seq": seq})
-    writer = sc.thread(burst)
+    writer = sc.thread(lambda: h.insert_paced(coll, 100, 100, 0.005))
     br.wait_events("a", 110, 199)
     g1.stop()                                  # SIGTERM; asserts exit status 0
     got_before = br.received("a")

@@ -242,14 +242,7 @@ def story(sc):
           "NDJSON {\"heartbeat\":true,\"lastEventId\":<seq 99>}")
 
     # 3. SIGTERM in the middle of a write burst; more writes while it is down.
-    def burst():
-        t0 = time.monotonic()
-        for seq in range(100, 200):
-            delay = t0 + (seq - 100) * 0.005 - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
-            coll.insert_one({"seq": seq})
-    writer = sc.thread(burst)
+    writer = sc.thread(lambda: h.insert_paced(coll, 100, 100, 0.005))
     node_until(lambda: len(node_events()) >= 110, "110 events")
     cg.stop()                                   # SIGTERM; asserts exit status 0
     firsts = {}
