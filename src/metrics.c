@@ -94,8 +94,8 @@ static double lag_seconds(const char *position)
 static void metric(bson_string_t *s, const char *name, const char *type, const char *help,
                    unsigned long long value)
 {
-    bson_string_append_printf(s, "# HELP %s %s\n# TYPE %s %s\n%s %llu\n", name, help, name, type,
-                              name, value);
+    header(s, name, type, help);
+    bson_string_append_printf(s, "%s %llu\n", name, value);
 }
 
 char *cg_metrics_render(cg_hub_t *hub, bool watcher_streaming, const char *watcher_position)

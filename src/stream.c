@@ -6,6 +6,12 @@
 
 #include "position.h"
 
+/* An answer from MongoDB itself, as opposed to a network or driver error. */
+static bool is_server_error(const bson_error_t *error)
+{
+    return error->domain == MONGOC_ERROR_SERVER || error->domain == MONGOC_ERROR_QUERY;
+}
+
 /* resume: after it (startAfter or resumeAfter); else at_t != 0: at that
  * operation time; else from now. */
 static mongoc_change_stream_t *open_stream(mongoc_client_t *client, const cg_config_t *cfg,
@@ -57,8 +63,7 @@ mongoc_change_stream_t *cg_stream_open(mongoc_client_t *client, const cg_config_
     mongoc_change_stream_t *stream = open_stream(client, cfg, resume, start_after, 0, 0);
     bson_error_t error;
     if (resume && !start_after && mongoc_change_stream_error_document(stream, &error, NULL) &&
-        (error.domain == MONGOC_ERROR_SERVER || error.domain == MONGOC_ERROR_QUERY) &&
-        error.code == 260) {
+        is_server_error(&error) && error.code == 260) {
         mongoc_change_stream_destroy(stream);
         stream = open_stream(client, cfg, resume, true, 0, 0);
     }
@@ -73,7 +78,7 @@ mongoc_change_stream_t *cg_stream_open_at(mongoc_client_t *client, const cg_conf
 
 bool cg_stream_error_is_fatal(const bson_error_t *error)
 {
-    if (error->domain != MONGOC_ERROR_SERVER && error->domain != MONGOC_ERROR_QUERY)
+    if (!is_server_error(error))
         return false;
     switch (error->code) {
     case 286: /* ChangeStreamHistoryLost */
@@ -113,7 +118,7 @@ bool cg_stream_error_is_fatal(const bson_error_t *error)
 
 bool cg_stream_error_is_refusal(const bson_error_t *error, const bson_t *reply)
 {
-    if (error->domain != MONGOC_ERROR_SERVER && error->domain != MONGOC_ERROR_QUERY)
+    if (!is_server_error(error))
         return false; /* network, server selection: MongoDB was not reached */
     if (cg_stream_error_is_fatal(error) ||
         (reply && mongoc_error_has_label(reply, "ResumableChangeStreamError")))

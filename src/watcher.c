@@ -255,18 +255,16 @@ static bool on_stream_error(cg_watcher_t *w, loop_state_t *st, const bson_error_
              * event (and any after it) is not skipped. */
             st->at_t = st->unverified ? st->opened_t : 0;
             st->at_i = st->unverified ? st->opened_i : 0;
-            pthread_mutex_lock(&w->lock);
+            char since[128] = "from now, and events in between were not seen";
             if (st->at_t)
-                snprintf(w->history_lost, sizeof w->history_lost,
-                         "MongoDB could not resume after %.200s (%.200s): the watcher started "
+                snprintf(since, sizeof since,
                          "again from cluster time (%u, %u), when it had opened; events before "
                          "that were not seen",
-                         from, error->message, st->at_t, st->at_i);
-            else
-                snprintf(w->history_lost, sizeof w->history_lost,
-                         "MongoDB could not resume after %.200s (%.200s): the watcher started "
-                         "from now, and events in between were not seen",
-                         from, error->message);
+                         st->at_t, st->at_i);
+            pthread_mutex_lock(&w->lock);
+            snprintf(w->history_lost, sizeof w->history_lost,
+                     "MongoDB could not resume after %.200s (%.200s): the watcher started %s", from,
+                     error->message, since);
             cg_log_error("watcher: %s", w->history_lost);
             pthread_mutex_unlock(&w->lock);
             cg_metrics_set_watcher_history_lost(true);
