@@ -70,19 +70,6 @@ wait_file() { # file pid what: waits for file while pid lives
     cat "$out"/reader-*.log "$out"/reader-*.json >&2 2>/dev/null || true
     bench_die 1 "$3"
 }
-json() { # file key...: prints the values (Python's str, booleans lower-case)
-    "$PY" - "$@" <<'PYEOF'
-import json, sys
-d = json.load(open(sys.argv[1]))
-out = []
-for k in sys.argv[2:]:
-    v = d
-    for part in k.split("."):
-        v = v[part] if v is not None else None
-    out.append(str(v).lower() if isinstance(v, bool) or v is None else str(v))
-print(" ".join(out))
-PYEOF
-}
 
 bench_start_devmongo --oplog-size "$OPLOG"
 bench_start_changegate main 100 --journal-size "$JOURNAL"
@@ -96,7 +83,7 @@ reader first --expect 1 --first-seq 0 --ready-file "$out/ready-first"
 wait_file "$out/ready-first" "$rd_pid" "the first reader did not connect"
 write first 0 1
 wait "$rd_pid" || bench_die 1 "the first reader failed: $(cat "$out/reader-first.json")"
-read -r first_id < <(json "$out/reader-first.json" last_id)
+read -r first_id < <(bench_json "$out/reader-first.json" last_id)
 [ -n "$first_id" ] || bench_die 1 "no position for the first event"
 echo "catchup: first event at $first_id"
 
@@ -132,10 +119,10 @@ load=$(cut -d' ' -f1 /proc/loadavg)
 rss_peak=$(awk '$2 > m {m = $2} END {print m + 0}' "$out/rss.txt")
 bench_stop_changegate
 
-read -r n secs rate cpu_share in_order gaps repeats rd_resets live_ok live_n < <(json "$out/reader-main.json" \
+read -r n secs rate cpu_share in_order gaps repeats rd_resets live_ok live_n < <(bench_json "$out/reader-main.json" \
     catchup.events catchup.seconds catchup.events_per_s catchup.reader_cpu_share in_order gaps repeats resets \
     live_ok live_received)
-read -r written_bulk rate_w < <(json "$out/writer-bulk.json" written rate)
+read -r written_bulk rate_w < <(bench_json "$out/writer-bulk.json" written rate)
 ok=yes
 [ "$rd_rc" = 0 ] && [ "$in_order" = true ] && [ "$live_ok" = true ] && [ "$rd_resets" = 0 ] || ok=no
 [ "$n" = $((EVENTS - 1)) ] && [ "$live_n" = "$LIVE" ] && [ "$written_bulk" = $((EVENTS - 1)) ] || ok=no
@@ -160,8 +147,7 @@ is changegate's VmRSS: idle, after the writes (before the reader), peak.
 HDR
 hz=$(getconf CLK_TCK)
 share() { awk -v t="$1" -v hz="$hz" -v a="$wall0" -v b="$wall1" 'BEGIN {printf "%.2f", t / hz / (b - a)}'; }
-mb() { awk -v k="$1" 'BEGIN {printf "%.1f", k / 1024}'; }
-row="| $(date -u +%Y-%m-%dT%H:%MZ) | $(bench_commit) | $n | $JOURNAL | $secs | $rate | $catchup_events | $catchup_peak | $live_n | $(share $((cg_t1 - cg_t0))) / $(share $((dm_t1 - dm_t0))) / $cpu_share | $(mb "$rss_idle") / $(mb "$rss_before") / $(mb "$rss_peak") | $ok (in order $in_order, gaps $gaps, repeats $repeats, resets $resets, handover $handover) | $(nproc) CPUs, load $load | \`$command_line\` |"
+row="| $(date -u +%Y-%m-%dT%H:%MZ) | $(bench_commit) | $n | $JOURNAL | $secs | $rate | $catchup_events | $catchup_peak | $live_n | $(share $((cg_t1 - cg_t0))) / $(share $((dm_t1 - dm_t0))) / $cpu_share | $(bench_mb "$rss_idle") / $(bench_mb "$rss_before") / $(bench_mb "$rss_peak") | $ok (in order $in_order, gaps $gaps, repeats $repeats, resets $resets, handover $handover) | $(nproc) CPUs, load $load | \`$command_line\` |"
 bench_append_row catchup "$header" "$row"
 rm -f "$header"
 echo "catchup: bulk writer rate $rate_w/s"

@@ -122,6 +122,22 @@ bench_stop_changegate() {
     [ $rc = 0 ] || bench_die 1 "changegate exited $rc after SIGTERM"
 }
 
+bench_mb() { awk -v k="$1" 'BEGIN {printf "%.1f", k / 1024}'; } # kB -> MB, one decimal
+# Prints the values of KEYs (dotted paths) in a JSON file, space-separated: Python's
+# str(), with booleans and null lower-case.
+bench_json() { # file key...
+    "$PY" - "$@" <<'PYEOF'
+import json, sys
+d = json.load(open(sys.argv[1]))
+out = []
+for k in sys.argv[2:]:
+    v = d
+    for part in k.split("."):
+        v = v[part] if v is not None else None
+    out.append(str(v).lower() if isinstance(v, bool) or v is None else str(v))
+print(" ".join(out))
+PYEOF
+}
 bench_rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
 # User + system CPU time of a process, in clock ticks.
 bench_cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }

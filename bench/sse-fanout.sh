@@ -62,9 +62,8 @@ subscriber minus the writer's `ts_us`. RSS is changegate's VmRSS.
 | date | commit | scenario | subscribers | events/subscriber | writer rate/s | deliveries/s | latency p50 ms | latency p99 ms | RSS idle / connected / peak MB | all delivered | host (CPUs, load avg during run) | command |
 |---|---|---|---|---|---|---|---|---|---|---|---|---|
 HDR
-mb() { awk -v k="$1" 'BEGIN {printf "%.1f", k / 1024}'; }
 ms() { awk -v u="$1" 'BEGIN {printf "%.1f", u / 1000}'; }
-row="| $(date -u +%Y-%m-%dT%H:%MZ) | $(bench_commit) | sse-fanout | $SUBSCRIBERS | $EXPECT | $rate_w | $deliveries | $(ms "$p50") | $(ms "$p99") | $(mb "$rss_idle") / $(mb "$rss_connected") / $(mb "$rss_peak") | $ok (gaps $gaps, repeats $repeats) | $(nproc) CPUs, load $load | \`$command_line\` |"
+row="| $(date -u +%Y-%m-%dT%H:%MZ) | $(bench_commit) | sse-fanout | $SUBSCRIBERS | $EXPECT | $rate_w | $deliveries | $(ms "$p50") | $(ms "$p99") | $(bench_mb "$rss_idle") / $(bench_mb "$rss_connected") / $(bench_mb "$rss_peak") | $ok (gaps $gaps, repeats $repeats) | $(nproc) CPUs, load $load | \`$command_line\` |"
 bench_append_row sse-fanout "$header" "$row"
 rm -f "$header"
 [ "$ok" = yes ] || bench_die 1 "not every subscriber received every event exactly once"

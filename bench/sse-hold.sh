@@ -75,20 +75,6 @@ subscribers() { # /healthz "subscribers" (empty if unreadable)
     curl -sS --max-time 2 "http://127.0.0.1:$cg_port/healthz" 2>/dev/null |
         sed -n 's/.*"subscribers": *\([0-9]*\).*/\1/p'
 }
-json() { # file key...: the values, space-separated
-    "$PY" - "$@" <<'PYEOF'
-import json, sys
-d = json.load(open(sys.argv[1]))
-out = []
-for k in sys.argv[2:]:
-    v = d
-    for part in k.split("."):
-        v = v[part]
-    out.append(str(v).lower() if isinstance(v, bool) else str(v))
-print(" ".join(out))
-PYEOF
-}
-mb() { awk -v k="$1" 'BEGIN {printf "%.1f", k / 1024}'; }
 joined() { local IFS=$1; shift; echo "$*"; }
 # MALLOC_PROBE=1: gdb makes changegate print malloc_stats() to its log (after calling
 # malloc_trim(0) first with "trim"); prints "<in use kB> <system kB> <arenas>" from
@@ -139,7 +125,7 @@ bench_pids+=($!)
 sleep "$SETTLE"
 rss_idle=$(bench_rss_kb "$cg_pid")
 cp "/proc/$cg_pid/smaps" "$out/smaps-idle.txt" 2>/dev/null || true
-echo "sse-hold: idle RSS $(mb "$rss_idle") MB"
+echo "sse-hold: idle RSS $(bench_mb "$rss_idle") MB"
 probes=()
 if [ "$MALLOC_PROBE" != 0 ]; then
     read -r use sys arenas < <(malloc_probe idle)
@@ -158,7 +144,7 @@ for k in $(seq "$CYCLES"); do
         --min-heartbeats "$MIN_HEARTBEATS"
     phase "c$k-hold"
     rss_conn=$(bench_rss_kb "$cg_pid")
-    echo "sse-hold: cycle $k: $SUBSCRIBERS subscribers streaming, RSS $(mb "$rss_conn") MB; holding ${HOLD}s"
+    echo "sse-hold: cycle $k: $SUBSCRIBERS subscribers streaming, RSS $(bench_mb "$rss_conn") MB; holding ${HOLD}s"
     "$PY" "$here/writer.py" --uri "$mongo_uri" --rate "$RATE" --count "$EXPECT" \
         --first-seq "$first" --burst "$BURST" --pause "$PAUSE" --doc-bytes "$DOC_BYTES" \
         >"$out/writer-c$k.json"
@@ -168,10 +154,10 @@ for k in $(seq "$CYCLES"); do
     t_closed=$(date +%s.%N)
     phase "c$k-close"
     echo "sse-hold: cycle $k: loadclient (exit $lc_rc): $(cat "$out/loadclient-c$k.json")"
-    read -r complete gaps repeats hmin hmax failed closed minr < <(json "$out/loadclient-c$k.json" \
+    read -r complete gaps repeats hmin hmax failed closed minr < <(bench_json "$out/loadclient-c$k.json" \
         complete gaps repeats min_heartbeats max_heartbeats failed closed_by_server min_received)
-    written=$(json "$out/writer-c$k.json" written)
-    rate_w+=("$(json "$out/writer-c$k.json" rate_writing)")
+    written=$(bench_json "$out/writer-c$k.json" written)
+    rate_w+=("$(bench_json "$out/writer-c$k.json" rate_writing)")
     hb_min+=("$hmin") hb_max+=("$hmax")
     if [ "$lc_rc" != 0 ] || [ "$complete" != true ] || [ "$gaps" != 0 ] || [ "$repeats" != 0 ] ||
         [ "$written" != "$EXPECT" ]; then
@@ -201,8 +187,8 @@ for k in $(seq "$CYCLES"); do
     [ "$p" -ge "$a" ] || p=$a
     after+=("$a") peak+=("$p")
     per_sub+=("$(awk -v p="$p" -v i="$rss_idle" -v n="$SUBSCRIBERS" 'BEGIN {printf "%.0f", (p - i) * 1024 / n}')")
-    cycle_figs+=("$(mb "$rss_conn") / $(mb "$p") / $(mb "$a")")
-    echo "sse-hold: cycle $k: RSS connected / peak / after close MB: ${cycle_figs[-1]} (idle $(mb "$rss_idle")); subscribers 0 after ${close_s[-1]}s; ${per_sub[-1]} bytes per subscriber at peak"
+    cycle_figs+=("$(bench_mb "$rss_conn") / $(bench_mb "$p") / $(bench_mb "$a")")
+    echo "sse-hold: cycle $k: RSS connected / peak / after close MB: ${cycle_figs[-1]} (idle $(bench_mb "$rss_idle")); subscribers 0 after ${close_s[-1]}s; ${per_sub[-1]} bytes per subscriber at peak"
     if [ "$MALLOC_PROBE" != 0 ]; then
         read -r use sys arenas < <(malloc_probe "c$k")
         probes+=("c$k $use/$sys")
@@ -210,7 +196,7 @@ for k in $(seq "$CYCLES"); do
     fi
     if ! awk -v a="$a" -v i="$rss_idle" -v t="$TOLERANCE" 'BEGIN {exit !(a <= i * (1 + t / 100))}'; then
         ok=no
-        why+=("cycle $k: RSS after close $(mb "$a") MB > $(mb "$rss_idle") MB idle + ${TOLERANCE}%")
+        why+=("cycle $k: RSS after close $(bench_mb "$a") MB > $(bench_mb "$rss_idle") MB idle + ${TOLERANCE}%")
     fi
 done
 hwm=$(awk '/^VmHWM:/ {print $2}' "/proc/$cg_pid/status")
@@ -222,8 +208,8 @@ if [ "$MALLOC_PROBE" != 0 ]; then
     sleep 1
     trim=$(bench_rss_kb "$cg_pid")
     probes+=("trimmed $use/$sys")
-    echo "sse-hold: after malloc_trim(0): RSS $(mb "$trim") MB; malloc: $use kB in use, $sys kB from the system"
-    trim="$(mb "$trim") (malloc in use/system kB: $(joined ';' "${probes[@]}" | sed 's/;/, /g'))"
+    echo "sse-hold: after malloc_trim(0): RSS $(bench_mb "$trim") MB; malloc: $use kB in use, $sys kB from the system"
+    trim="$(bench_mb "$trim") (malloc in use/system kB: $(joined ';' "${probes[@]}" | sed 's/;/, /g'))"
 fi
 load_max=$(awk '$4 > m {m = $4} END {print m + 0}' "$out/rss.txt")
 load=$(cut -d' ' -f1 /proc/loadavg)
@@ -258,10 +244,10 @@ from the system, kB) at idle, after each cycle and after the trim.
 HDR
 result=PASS
 [ "$ok" = yes ] || result="FAIL: $(joined ';' "${why[@]}" | sed 's/;/; /g')"
-row="| $(date -u +%Y-%m-%dT%H:%MZ) | $(bench_commit) | $SUBSCRIBERS × $CYCLES, ${HOLD} s | $HEARTBEAT | $EXPECT ($(joined / "${rate_w[@]}")/s; $bursts bursts, ${PAUSE} s pauses) | $hb | $(mb "$rss_idle") | $(joined ';' "${cycle_figs[@]}" | sed 's/;/; /g') | $ratio (limit $(awk -v t="$TOLERANCE" 'BEGIN {printf "%.2f", 1 + t / 100}')) | $growth | $(joined / "${per_sub[@]}") | $(joined / "${close_s[@]}") | $trim | $delivered | $result | $(nproc) CPUs, load max $load_max, end $load | \`$command_line\` |"
+row="| $(date -u +%Y-%m-%dT%H:%MZ) | $(bench_commit) | $SUBSCRIBERS × $CYCLES, ${HOLD} s | $HEARTBEAT | $EXPECT ($(joined / "${rate_w[@]}")/s; $bursts bursts, ${PAUSE} s pauses) | $hb | $(bench_mb "$rss_idle") | $(joined ';' "${cycle_figs[@]}" | sed 's/;/; /g') | $ratio (limit $(awk -v t="$TOLERANCE" 'BEGIN {printf "%.2f", 1 + t / 100}')) | $growth | $(joined / "${per_sub[@]}") | $(joined / "${close_s[@]}") | $trim | $delivered | $result | $(nproc) CPUs, load max $load_max, end $load | \`$command_line\` |"
 bench_append_row sse-hold "$header" "$row"
 rm -f "$header"
-echo "sse-hold: idle $(mb "$rss_idle") MB; VmHWM $(mb "$hwm") MB; after/idle $ratio; growth $growth"
+echo "sse-hold: idle $(bench_mb "$rss_idle") MB; VmHWM $(bench_mb "$hwm") MB; after/idle $ratio; growth $growth"
 if [ "$ok" != yes ]; then
     printf 'sse-hold: %s\n' "${why[@]}" >&2
     bench_die 1 "FAIL"
