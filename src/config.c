@@ -7,6 +7,10 @@
 #include "config.h"
 
 #include <arpa/inet.h>
+#include <grp.h>
+#include <pwd.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <errno.h>
 #include <mongoc/mongoc.h>
 #include <stdarg.h>
@@ -32,6 +36,8 @@ enum {
     CG_OPT_MAX_CATCHUP,
     CG_OPT_WRITE_TIMEOUT,
     CG_OPT_CORS_ORIGIN,
+    CG_OPT_FCGI_SOCKET_MODE,
+    CG_OPT_FCGI_SOCKET_OWNER,
     CG_OPT_LOG_LEVEL,
     CG_OPT_CHECK_CONFIG,
     CG_OPT_VERSION,
@@ -54,7 +60,8 @@ static const struct {
     [CG_OPT_PIPELINE] = {"pipeline", "JSON (an array of stages)", CG_OPTF_VALUE},
     [CG_OPT_FULL_DOCUMENT] = {"full-document", "MODE", CG_OPTF_VALUE},
     [CG_OPT_FULL_DOCUMENT_BEFORE_CHANGE] = {"full-document-before-change", "MODE", CG_OPTF_VALUE},
-    [CG_OPT_LISTEN] = {"listen", "ADDR (http://HOST:PORT)", CG_OPTF_VALUE | CG_OPTF_REPEAT},
+    [CG_OPT_LISTEN] = {"listen", "ADDR (http://HOST:PORT, fcgi://HOST:PORT, fcgi:unix:/PATH)",
+                       CG_OPTF_VALUE | CG_OPTF_REPEAT},
     [CG_OPT_STATE_DIR] = {"state-dir", "DIR", CG_OPTF_VALUE},
     [CG_OPT_JOURNAL_SIZE] = {"journal-size", "N", CG_OPTF_VALUE},
     [CG_OPT_HEARTBEAT] = {"heartbeat", "SECONDS", CG_OPTF_VALUE},
@@ -62,6 +69,8 @@ static const struct {
     [CG_OPT_MAX_CATCHUP] = {"max-catchup", "N", CG_OPTF_VALUE},
     [CG_OPT_WRITE_TIMEOUT] = {"write-timeout", "SECONDS", CG_OPTF_VALUE},
     [CG_OPT_CORS_ORIGIN] = {"cors-origin", "ORIGIN", CG_OPTF_VALUE | CG_OPTF_REPEAT},
+    [CG_OPT_FCGI_SOCKET_MODE] = {"fcgi-socket-mode", "MODE (octal, like 0660)", CG_OPTF_VALUE},
+    [CG_OPT_FCGI_SOCKET_OWNER] = {"fcgi-socket-owner", "USER[:GROUP]", CG_OPTF_VALUE},
     [CG_OPT_LOG_LEVEL] = {"log-level", "LEVEL", CG_OPTF_VALUE},
     [CG_OPT_CHECK_CONFIG] = {"check-config", NULL, CG_OPTF_CLI_ONLY},
     [CG_OPT_VERSION] = {"version", NULL, CG_OPTF_CLI_ONLY},
@@ -895,62 +904,171 @@ static const char *cg_config_parse_authority(const char *s, char **host, unsigne
     return NULL;
 }
 
+/* True when fd 0 is a listening socket: a web server (lighttpd's bin-path,
+ * Apache's mod_fcgid) spawned us the FastCGI way. */
+static bool cg_config_stdin_listens(void)
+{
+    int on = 0;
+    socklen_t len = sizeof on;
+    return getsockopt(0, SOL_SOCKET, SO_ACCEPTCONN, &on, &len) == 0 && on;
+}
+
+/* Whether two listeners would take the same address. */
+static bool cg_config_same_listen(const cg_listen_t *a, const cg_listen_t *b)
+{
+    bool a_tcp = a->kind == CG_LISTEN_HTTP || a->kind == CG_LISTEN_FCGI_TCP;
+    bool b_tcp = b->kind == CG_LISTEN_HTTP || b->kind == CG_LISTEN_FCGI_TCP;
+    if (a_tcp && b_tcp)
+        return a->port == b->port && strcasecmp(a->host, b->host) == 0;
+    if (a->kind == CG_LISTEN_FCGI_UNIX && b->kind == CG_LISTEN_FCGI_UNIX)
+        return strcmp(a->path, b->path) == 0;
+    return !a_tcp && a->kind == b->kind; /* fcgi:systemd or fcgi:stdin twice */
+}
+
+/* Fills l from one --listen value; returns NULL or what is wrong with it. */
+static const char *cg_config_parse_listen(const char *v, cg_listen_t *l)
+{
+    memset(l, 0, sizeof *l);
+    if (strcmp(v, "fcgi:systemd") == 0) {
+        l->kind = CG_LISTEN_FCGI_SYSTEMD;
+        return NULL;
+    }
+    if (strcmp(v, "fcgi:stdin") == 0) {
+        l->kind = CG_LISTEN_FCGI_STDIN;
+        return NULL;
+    }
+    if (strncmp(v, "fcgi:unix:", 10) == 0) {
+        const char *path = v + 10;
+        struct sockaddr_un sun;
+        if (path[0] != '/')
+            return "needs an absolute socket path, like fcgi:unix:/run/changegate/changegate.sock";
+        if (strlen(path) >= sizeof sun.sun_path)
+            return "has a socket path longer than the 107 bytes a Unix socket's name takes";
+        l->kind = CG_LISTEN_FCGI_UNIX;
+        l->path = bson_strdup(path);
+        return NULL;
+    }
+    if (strncmp(v, "https://", 8) == 0)
+        return "is HTTPS, which changegate does not serve itself; put it behind a "
+               "TLS-terminating proxy (or a web server, over FastCGI)";
+    const char *rest;
+    if (strncmp(v, "http://", 7) == 0) {
+        l->kind = CG_LISTEN_HTTP;
+        rest = v + 7;
+    } else if (strncmp(v, "fcgi://", 7) == 0) {
+        l->kind = CG_LISTEN_FCGI_TCP;
+        rest = v + 7;
+    } else {
+        return "is not a listen address";
+    }
+    unsigned port;
+    const char *why = cg_config_parse_authority(rest, &l->host, &port);
+    if (!why && port == 0) {
+        why = "has no port";
+        bson_free(l->host);
+        l->host = NULL;
+    }
+    l->port = (uint16_t)port;
+    return why;
+}
+
 static void cg_config_check_listen(cg_config_t *cfg, const cg_config_rawlist_t *list,
                                    cg_config_errs_t *errs)
 {
-    const char *expect = "expected http://HOST:PORT, like http://127.0.0.1:8080, "
-                         "http://0.0.0.0:8080 or http://[::1]:8080";
+    const char *expect = "expected http://HOST:PORT (like http://127.0.0.1:8080, "
+                         "http://0.0.0.0:8080 or http://[::1]:8080), fcgi://HOST:PORT, "
+                         "fcgi:unix:/PATH, fcgi:systemd or fcgi:stdin";
     size_t n = list->n ? list->n : 1;
     cfg->listen = bson_malloc0(n * sizeof *cfg->listen);
     for (size_t i = 0; i < n; i++) {
         const cg_config_raw_t *raw = list->n ? &list->items[i] : NULL;
-        const char *v = raw ? raw->value : CG_CONFIG_DEFAULT_LISTEN;
+        const char *v = raw                         ? raw->value
+                        : cg_config_stdin_listens() ? "fcgi:stdin"
+                                                    : CG_CONFIG_DEFAULT_LISTEN;
         char q[96];
         cg_config_quote(v, q, sizeof q);
-        if (strncmp(v, "fcgi://", 7) == 0 || strncmp(v, "fcgi:unix:", 10) == 0) {
-            cg_config_bad(errs, raw, CG_OPT_LISTEN,
-                          "'%s': FastCGI listeners are not supported in this version yet; %s", q,
-                          expect);
-            continue;
-        }
-        if (strncmp(v, "https://", 8) == 0) {
-            cg_config_bad(errs, raw, CG_OPT_LISTEN,
-                          "'%s': changegate does not serve HTTPS itself; put it behind a "
-                          "TLS-terminating proxy; %s",
-                          q, expect);
-            continue;
-        }
-        if (strncmp(v, "http://", 7) != 0) {
-            cg_config_bad(errs, raw, CG_OPT_LISTEN, "'%s' is not a listen address; %s", q, expect);
-            continue;
-        }
-        char *host;
-        unsigned port;
-        const char *why = cg_config_parse_authority(v + 7, &host, &port);
-        if (!why && port == 0) {
-            why = "has no port";
-            bson_free(host);
-        }
+        cg_listen_t l;
+        const char *why = cg_config_parse_listen(v, &l);
         if (why) {
             cg_config_bad(errs, raw, CG_OPT_LISTEN, "'%s' %s; %s", q, why, expect);
             continue;
         }
         bool dup = false;
-        for (size_t j = 0; j < cfg->n_listen; j++) {
-            if (cfg->listen[j].port == port && strcasecmp(cfg->listen[j].host, host) == 0)
-                dup = true;
-        }
+        for (size_t j = 0; j < cfg->n_listen; j++)
+            dup = dup || cg_config_same_listen(&cfg->listen[j], &l);
         if (dup) {
             cg_config_bad(errs, raw, CG_OPT_LISTEN, "'%s' is given more than once", q);
-            bson_free(host);
+            bson_free(l.host);
+            bson_free(l.path);
             continue;
         }
-        cg_listen_t *l = &cfg->listen[cfg->n_listen++];
-        l->kind = CG_LISTEN_HTTP;
-        l->spec = bson_strdup(v);
-        l->host = host;
-        l->port = (uint16_t)port;
+        l.spec = bson_strdup(v);
+        cfg->listen[cfg->n_listen++] = l;
     }
+}
+
+/* --fcgi-socket-mode: octal permission bits, like chmod's. */
+static void cg_config_check_socket_mode(cg_config_t *cfg, const cg_config_raw_t *raw,
+                                        cg_config_errs_t *errs)
+{
+    cfg->fcgi_socket_mode = 0660;
+    if (!raw)
+        return;
+    const char *v = raw->value;
+    char *end;
+    errno = 0;
+    unsigned long m = strtoul(v, &end, 8);
+    if (!*v || *end || errno || m > 0777 || strspn(v, "01234567") != strlen(v)) {
+        char q[96];
+        cg_config_bad(errs, raw, CG_OPT_FCGI_SOCKET_MODE,
+                      "'%s' is not a mode; expected octal permission bits from 0 to 0777, "
+                      "like 0660",
+                      cg_config_quote(v, q, sizeof q));
+        return;
+    }
+    cfg->fcgi_socket_mode = (unsigned)m;
+}
+
+/* --fcgi-socket-owner USER[:GROUP] or :GROUP, names or numeric ids, looked up
+ * now so that --check-config reports a user that does not exist. */
+static void cg_config_check_socket_owner(cg_config_t *cfg, const cg_config_raw_t *raw,
+                                         cg_config_errs_t *errs)
+{
+    cfg->fcgi_socket_uid = cfg->fcgi_socket_gid = -1;
+    if (!raw)
+        return;
+    char q[96];
+    cg_config_quote(raw->value, q, sizeof q);
+    char *user = bson_strdup(raw->value);
+    char *group = strchr(user, ':');
+    if (group)
+        *group++ = '\0';
+    if (!*user && (!group || !*group)) {
+        cg_config_bad(errs, raw, CG_OPT_FCGI_SOCKET_OWNER,
+                      "'%s' names no user and no group; expected USER, USER:GROUP or :GROUP", q);
+    }
+    if (*user) {
+        struct passwd *pw = getpwnam(user);
+        unsigned long long id;
+        if (pw)
+            cfg->fcgi_socket_uid = (long)pw->pw_uid;
+        else if (cg_config_parse_uint(user, 0, 0x7fffffff, &id) == 0)
+            cfg->fcgi_socket_uid = (long)id;
+        else
+            cg_config_bad(errs, raw, CG_OPT_FCGI_SOCKET_OWNER, "'%s': no such user '%s'", q, user);
+    }
+    if (group && *group) {
+        struct group *gr = getgrnam(group);
+        unsigned long long id;
+        if (gr)
+            cfg->fcgi_socket_gid = (long)gr->gr_gid;
+        else if (cg_config_parse_uint(group, 0, 0x7fffffff, &id) == 0)
+            cfg->fcgi_socket_gid = (long)id;
+        else
+            cg_config_bad(errs, raw, CG_OPT_FCGI_SOCKET_OWNER, "'%s': no such group '%s'", q,
+                          group);
+    }
+    bson_free(user);
 }
 
 /* Origins are stored the way browsers send them in the Origin header: scheme
@@ -1044,6 +1162,8 @@ int cg_config_parse(cg_config_t *cfg, int argc, char **argv, char *err, size_t e
                          CG_OPT_FULL_DOCUMENT_BEFORE_CHANGE, "off", cg_config_before_change_modes,
                          &errs);
     cg_config_check_listen(cfg, pick[CG_OPT_LISTEN], &errs);
+    cg_config_check_socket_mode(cfg, one[CG_OPT_FCGI_SOCKET_MODE], &errs);
+    cg_config_check_socket_owner(cfg, one[CG_OPT_FCGI_SOCKET_OWNER], &errs);
 
     const cg_config_raw_t *sd = one[CG_OPT_STATE_DIR];
     cfg->state_dir = bson_strdup(sd ? sd->value : ".");
@@ -1099,6 +1219,7 @@ void cg_config_free(cg_config_t *cfg)
     for (size_t i = 0; i < cfg->n_listen; i++) {
         bson_free(cfg->listen[i].spec);
         bson_free(cfg->listen[i].host);
+        bson_free(cfg->listen[i].path);
     }
     bson_free(cfg->listen);
     bson_free(cfg->state_dir);
@@ -1137,12 +1258,21 @@ void cg_config_usage(FILE *out)
           "                         (default: updateLookup)\n"
           "  --full-document-before-change MODE\n"
           "                         off, whenAvailable or required (default: off)\n"
-          "  --listen ADDR          where to serve HTTP: http://HOST:PORT, with HOST an\n"
-          "                         IPv4 address, a name or [IPv6], e.g.\n"
-          "                         http://0.0.0.0:8080 or http://[::1]:8080; repeatable\n"
-          "                         (default: " CG_CONFIG_DEFAULT_LISTEN ").\n"
-          "                         FastCGI listeners (fcgi://HOST:PORT, fcgi:unix:/PATH)\n"
-          "                         are not supported in this version yet\n"
+          "  --listen ADDR          where to serve; repeatable, HTTP and FastCGI together:\n"
+          "                         http://HOST:PORT, with HOST an IPv4 address, a name\n"
+          "                         or [IPv6], e.g. http://0.0.0.0:8080, http://[::1]:8080;\n"
+          "                         FastCGI for a web server in front: fcgi://HOST:PORT,\n"
+          "                         fcgi:unix:/PATH (a Unix socket), fcgi:systemd (the\n"
+          "                         sockets of a systemd socket unit, LISTEN_FDS) or\n"
+          "                         fcgi:stdin (a listening socket on fd 0, as a web server\n"
+          "                         spawning FastCGI applications passes it). Default:\n"
+          "                         fcgi:stdin when fd 0 is a listening socket, else\n"
+          "                         " CG_CONFIG_DEFAULT_LISTEN "\n"
+          "  --fcgi-socket-mode MODE  permissions of fcgi:unix sockets, octal (default:\n"
+          "                         0660: the owner and the group may connect)\n"
+          "  --fcgi-socket-owner USER[:GROUP]  owner and group of fcgi:unix sockets, e.g.\n"
+          "                         :www-data so the web server's group may connect\n"
+          "                         (default: the user and group changegate runs as)\n"
           "  --state-dir DIR        where the watcher's position is kept across restarts\n"
           "                         (default: .)\n"
           "  --journal-size N       events kept in memory for resuming, 1 to 10000000\n"

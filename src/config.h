@@ -13,13 +13,20 @@
 
 #include "log.h"
 
-typedef enum { CG_LISTEN_HTTP = 1 } cg_listen_kind_t;
+typedef enum {
+    CG_LISTEN_HTTP = 1,     /* http://HOST:PORT */
+    CG_LISTEN_FCGI_TCP,     /* fcgi://HOST:PORT */
+    CG_LISTEN_FCGI_UNIX,    /* fcgi:unix:/PATH */
+    CG_LISTEN_FCGI_SYSTEMD, /* fcgi:systemd: the sockets systemd passes (LISTEN_FDS) */
+    CG_LISTEN_FCGI_STDIN    /* fcgi:stdin: a listening socket on fd 0 (a web server spawned us) */
+} cg_listen_kind_t;
 
 typedef struct cg_listen {
     cg_listen_kind_t kind;
     char *spec; /* as written, e.g. "http://127.0.0.1:8080" (for logs) */
-    char *host; /* "127.0.0.1", "::1", "0.0.0.0", "localhost": no brackets */
+    char *host; /* HTTP_FCGI_TCP: "127.0.0.1", "::1", "0.0.0.0", "localhost": no brackets */
     uint16_t port;
+    char *path; /* FCGI_UNIX: the socket's path; else NULL */
 } cg_listen_t;
 
 typedef struct cg_config {
@@ -34,13 +41,16 @@ typedef struct cg_config {
     char *full_document_before_change; /* "off", "whenAvailable", "required" */
     cg_listen_t *listen;               /* at least one after parse */
     size_t n_listen;
-    char *state_dir;        /* default "." */
-    size_t journal_size;    /* default 10000 */
-    unsigned heartbeat;     /* seconds, default 15 */
-    size_t max_subscribers; /* default 10000 */
-    size_t max_catchup;     /* default 16 */
-    unsigned write_timeout; /* seconds, default 60 */
-    char **cors_origins;    /* "*" or "scheme://host[:port]" */
+    char *state_dir;           /* default "." */
+    size_t journal_size;       /* default 10000 */
+    unsigned heartbeat;        /* seconds, default 15 */
+    size_t max_subscribers;    /* default 10000 */
+    size_t max_catchup;        /* default 16 */
+    unsigned write_timeout;    /* seconds, default 60 */
+    unsigned fcgi_socket_mode; /* fcgi:unix: sockets' permissions, default 0660 */
+    long fcgi_socket_uid;      /* their owner, -1: ours (--fcgi-socket-owner USER[:GROUP]) */
+    long fcgi_socket_gid;      /* their group, -1: ours */
+    char **cors_origins;       /* "*" or "scheme://host[:port]" */
     size_t n_cors_origins;
     cg_log_level_t log_level;
     bool check_config, show_version, show_help;

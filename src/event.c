@@ -159,3 +159,11 @@ void cg_event_unref(cg_event_t *ev)
     }
     bson_free(ev);
 }
+
+char *cg_event_heartbeat(bool ndjson, const char *position)
+{
+    if (!position)
+        return bson_strdup(ndjson ? "{\"heartbeat\":true}\n" : ": heartbeat\n\n");
+    return ndjson ? bson_strdup_printf("{\"heartbeat\":true,\"lastEventId\":\"%s\"}\n", position)
+                  : bson_strdup_printf(": heartbeat\nid: %s\n\n", position);
+}

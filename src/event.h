@@ -8,6 +8,7 @@
 
 #include <bson/bson.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -61,6 +62,16 @@ cg_event_t *cg_event_new_mark(const char *position);
 struct cg_project;
 const cg_frames_t *cg_event_frames(cg_event_t *ev, const struct cg_project *project,
                                    uint64_t project_id);
+
+/* What every SSE stream starts with: a comment, and the reconnection delay. */
+#define CG_SSE_PREAMBLE ": changegate\nretry: 3000\n\n"
+
+/* A heartbeat in a stream's form. It carries the subscriber's position (the
+ * newest event it has considered, wanted or not; NULL when none is known yet)
+ * so a client with a narrow filter resumes from near now: an id-only SSE
+ * message moves EventSource's lastEventId without firing an event. Positions
+ * are URL-safe, so they need no escaping. A new string (bson_free()). */
+char *cg_event_heartbeat(bool ndjson, const char *position);
 
 cg_event_t *cg_event_ref(cg_event_t *ev);
 void cg_event_unref(cg_event_t *ev);

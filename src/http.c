@@ -16,7 +16,6 @@
  * daemon's loop in a thread of ours (see shard_loop()). */
 #include "http.h"
 
-#include <jansson.h>
 #include <microhttpd.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -46,9 +45,7 @@
 #define HTTP_SHARDS 4      /* small-pool daemons per listener: see cg_http_start() */
 #define LOOP_WAIT_MS 20    /* the longest a shard sleeps: see shard_loop() */
 
-static const char SSE_PREAMBLE[] = ": changegate\nretry: 3000\n\n";
-static const char SSE_HEARTBEAT[] = ": heartbeat\n\n";
-static const char NDJSON_HEARTBEAT[] = "{\"heartbeat\":true}\n";
+static const char SSE_PREAMBLE[] = CG_SSE_PREAMBLE;
 
 /* A connection the gate has passed, on its way to a shard. */
 typedef struct {
@@ -96,13 +93,11 @@ typedef struct {
     size_t cur_off;
     const char *lit; /* stream: literal bytes being written (preamble, heartbeat) */
     size_t lit_len, lit_off;
-    char *heartbeat; /* stream: the last heartbeat made, with its position (owned) */
-    bool begun;      /* routed, and answered or subscribed */
-    bool ending;     /* stream: the hub is stopping */
-    char *origin;    /* allowed CORS origin to echo, or NULL */
-    bool origin_credentials;
-    cg_transport_t transport;           /* subscribed: how (for /metrics) */
-    int64_t since_ms;                   /* subscribed: when */
+    char *heartbeat;          /* stream: the last heartbeat made, with its position (owned) */
+    bool begun;               /* routed, and answered or subscribed */
+    bool ending;              /* stream: the hub is stopping */
+    cg_transport_t transport; /* subscribed: how (for /metrics) */
+    int64_t since_ms;         /* subscribed: when */
     unsigned long long sent, sent_msgs; /* subscribed: body bytes and messages sent */
     int watch_fd; /* subscribed: its socket, in the shard's epoll set for hang-ups; else -1 */
     bool hangup;  /* the client closed its side: end the stream, answer the poll now */
@@ -123,10 +118,10 @@ static const cg_sub_ops_t sub_ops = {on_park, on_wake};
 static void add_common_headers(conn_ctx_t *c, struct MHD_Response *r)
 {
     MHD_add_response_header(r, "Cache-Control", "no-cache");
-    if (c->origin) {
-        MHD_add_response_header(r, "Access-Control-Allow-Origin", c->origin);
+    if (c->req.origin) {
+        MHD_add_response_header(r, "Access-Control-Allow-Origin", c->req.origin);
         MHD_add_response_header(r, "Vary", "Origin");
-        if (c->origin_credentials)
+        if (c->req.origin_credentials)
             MHD_add_response_header(r, "Access-Control-Allow-Credentials", "true");
     }
 }
@@ -155,22 +150,14 @@ static enum MHD_Result send_error(conn_ctx_t *c, const char *retry_after)
 
 /* ---- streams (SSE and NDJSON) ---- */
 
-/* A heartbeat carries the subscriber's position (the newest event it has
- * considered, wanted or not) so a client with a narrow filter resumes from
- * near now: an id-only SSE message moves EventSource's lastEventId without
- * firing an event. Positions are URL-safe, so they need no escaping. */
+/* The heartbeat's bytes become the literal being written (see cg_event_heartbeat()). */
 static void make_heartbeat(conn_ctx_t *c)
 {
     char *position = cg_hub_sub_position(c->http->hub, c->sub);
     bson_free(c->heartbeat);
-    c->heartbeat = NULL;
-    if (position)
-        c->heartbeat =
-            c->req.ndjson
-                ? bson_strdup_printf("{\"heartbeat\":true,\"lastEventId\":\"%s\"}\n", position)
-                : bson_strdup_printf(": heartbeat\nid: %s\n\n", position);
+    c->heartbeat = cg_event_heartbeat(c->req.ndjson, position);
     bson_free(position);
-    c->lit = c->heartbeat ? c->heartbeat : c->req.ndjson ? NDJSON_HEARTBEAT : SSE_HEARTBEAT;
+    c->lit = c->heartbeat;
     c->lit_len = strlen(c->lit);
     c->lit_off = 0;
 }
@@ -360,15 +347,8 @@ static enum MHD_Result send_poll_answer(conn_ctx_t *c, cg_event_t **events,
 
 static enum MHD_Result send_history_lost(conn_ctx_t *c, const cg_event_t *reset)
 {
-    char *msg = bson_strdup_printf("continuity cannot be kept from the given position (%s); "
-                                   "continue from lastEventId",
-                                   reset->reason);
-    json_t *body = json_pack("{s:s, s:s, s:s, s:s?}", "error", "history_lost", "message", msg,
-                             "reason", reset->reason, "lastEventId", reset->position);
-    bson_free(msg);
-    char *text = json_dumps(body, JSON_COMPACT);
-    json_decref(body);
-    return send_json(c, MHD_HTTP_GONE, text, NULL);
+    return send_json(c, MHD_HTTP_GONE, cg_request_history_lost_json(reset->reason, reset->position),
+                     NULL);
 }
 
 static enum MHD_Result poll_step(conn_ctx_t *c)
@@ -417,29 +397,8 @@ discard:
 
 static enum MHD_Result send_health(conn_ctx_t *c)
 {
-    char status[512];
-    bool streaming = cg_watcher_status(c->http->watcher, status, sizeof status);
-    bool live = cg_hub_is_live(c->http->hub);
-    char *position = cg_hub_last_position(c->http->hub);
-    json_t *body;
     unsigned code;
-    if (streaming && live) {
-        code = MHD_HTTP_OK;
-        body =
-            json_pack("{s:s, s:s, s:I, s:s?}", "status", "ok", "watcher", status, "subscribers",
-                      (json_int_t)cg_hub_subscriber_count(c->http->hub), "lastEventId", position);
-        char lost[512];
-        if (cg_watcher_history_lost(c->http->watcher, lost, sizeof lost))
-            json_object_set_new(body, "warning", json_string(lost));
-    } else {
-        code = MHD_HTTP_SERVICE_UNAVAILABLE;
-        const char *why = streaming ? "catching up with MongoDB after a restart" : status;
-        body = json_pack("{s:s, s:s, s:s}", "status", "unavailable", "error", "not_ready",
-                         "message", why);
-    }
-    bson_free(position);
-    char *text = json_dumps(body, JSON_COMPACT);
-    json_decref(body);
+    char *text = cg_metrics_health(c->http->hub, c->http->watcher, &code);
     return send_json(c, code, text, code == MHD_HTTP_OK ? NULL : "1");
 }
 
@@ -468,38 +427,7 @@ static enum MHD_Result collect_param(void *cls, enum MHD_ValueKind kind, const c
                                      size_t key_size, const char *value, size_t value_size)
 {
     conn_ctx_t *c = cls;
-    if (strlen(key) != key_size || (value && strlen(value) != value_size)) {
-        cg_request_fail(&c->req, 400,
-                        strcmp(key, "lastEventId") == 0 ? "invalid_position"
-                        : strcmp(key, "filter") == 0    ? "invalid_filter"
-                                                        : "invalid_parameter",
-                        "query parameter '%.64s' holds a NUL byte (%%00)", key);
-        return MHD_NO;
-    }
-    return cg_request_param(&c->req, key, value) == 0 ? MHD_YES : MHD_NO;
-}
-
-/* Decides the CORS answer for an Origin header. Returns false when the
- * origin is not allowed. */
-static bool check_origin(conn_ctx_t *c, const char *origin)
-{
-    if (!origin)
-        return true;
-    const cg_config_t *cfg = c->http->cfg;
-    for (size_t i = 0; i < cfg->n_cors_origins; i++) {
-        if (strcmp(cfg->cors_origins[i], origin) == 0) {
-            c->origin = bson_strdup(origin);
-            c->origin_credentials = true;
-            return true;
-        }
-    }
-    for (size_t i = 0; i < cfg->n_cors_origins; i++) {
-        if (strcmp(cfg->cors_origins[i], "*") == 0) {
-            c->origin = bson_strdup("*");
-            return true;
-        }
-    }
-    return false;
+    return cg_request_param_n(&c->req, key, key_size, value, value_size) == 0 ? MHD_YES : MHD_NO;
 }
 
 static enum MHD_Result send_preflight(conn_ctx_t *c)
@@ -546,11 +474,8 @@ static enum MHD_Result begin_request(conn_ctx_t *c, const char *url, const char 
     if (cg_request_init(&c->req, preflight ? "GET" : method, url) != 0)
         return send_error(c, NULL);
     const char *origin = MHD_lookup_connection_value(c->conn, MHD_HEADER_KIND, "Origin");
-    if (!check_origin(c, origin)) {
-        cg_request_fail(&c->req, 403, "origin_not_allowed",
-                        "origin %.200s is not allowed (see --cors-origin)", origin);
+    if (!cg_request_cors(&c->req, http->cfg->cors_origins, http->cfg->n_cors_origins, origin))
         return send_error(c, NULL);
-    }
     if (preflight)
         return send_preflight(c);
     MHD_get_connection_values_n(c->conn, MHD_GET_ARGUMENT_KIND, collect_param, c);
@@ -670,7 +595,6 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     cg_event_unref(c->cur);
     cg_request_clear(&c->req);
     bson_free(c->heartbeat);
-    bson_free(c->origin);
     bson_free(c);
     *con_cls = NULL;
 }

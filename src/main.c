@@ -15,6 +15,7 @@
 #include <time.h>
 
 #include "config.h"
+#include "fcgi.h"
 #include "http.h"
 #include "catchup.h"
 #include "hub.h"
@@ -145,7 +146,9 @@ int main(int argc, char **argv)
     int rc = 1;
     cg_hub_t *hub =
         cg_hub_new(cg_journal_new(cfg.journal_size), cfg.max_subscribers, cfg.heartbeat);
+    /* Listener i is served by servers[i] (HTTP) or fcgis[i] (FastCGI). */
     cg_http_t **servers = bson_malloc0(cfg.n_listen * sizeof *servers);
+    cg_fcgi_t **fcgis = bson_malloc0(cfg.n_listen * sizeof *fcgis);
     cg_catchup_t *catchup = NULL;
     cg_watcher_t *watcher = cg_watcher_new(&cfg, hub, err, sizeof err);
     if (!watcher) {
@@ -158,8 +161,12 @@ int main(int argc, char **argv)
         goto out;
     }
     for (size_t i = 0; i < cfg.n_listen; i++) {
-        servers[i] = cg_http_start(&cfg.listen[i], &cfg, hub, watcher, err, sizeof err);
-        if (!servers[i]) {
+        bool ok;
+        if (cfg.listen[i].kind == CG_LISTEN_HTTP)
+            ok = (servers[i] = cg_http_start(&cfg.listen[i], &cfg, hub, watcher, err, sizeof err));
+        else
+            ok = (fcgis[i] = cg_fcgi_start(&cfg.listen[i], &cfg, hub, watcher, err, sizeof err));
+        if (!ok) {
             cg_log_error("%s", err);
             cg_hub_stop(hub);
             goto out;
@@ -188,8 +195,11 @@ int main(int argc, char **argv)
         trim_after_departures(cg_hub_subscriber_count(hub), &peak, &trimmed_at);
     }
 
-    for (size_t i = 0; i < cfg.n_listen; i++)
-        cg_http_quiesce(servers[i]);
+    for (size_t i = 0; i < cfg.n_listen; i++) {
+        if (servers[i])
+            cg_http_quiesce(servers[i]);
+        cg_fcgi_quiesce(fcgis[i]);
+    }
     cg_hub_stop(hub);
     /* Give streams a moment to send their last bytes and end. */
     for (int i = 0; i < 40 && cg_hub_subscriber_count(hub) > 0; i++)
@@ -198,9 +208,12 @@ int main(int argc, char **argv)
     cg_watcher_stop(watcher, 900);
     rc = 0;
 out:
-    for (size_t i = 0; i < cfg.n_listen; i++)
+    for (size_t i = 0; i < cfg.n_listen; i++) {
         cg_http_stop(servers[i]);
+        cg_fcgi_stop(fcgis[i]);
+    }
     bson_free(servers);
+    bson_free(fcgis);
     /* A thread stuck inside a MongoDB call still uses the hub: leave it to the exit. */
     bool catchup_ended = !catchup || cg_catchup_stop(catchup, 400);
     cg_catchup_free(catchup);

@@ -2,6 +2,7 @@
 #include "metrics.h"
 
 #include <bson/bson.h>
+#include <jansson.h>
 #include <math.h>
 #include <stdatomic.h>
 #include <string.h>
@@ -153,4 +154,30 @@ char *cg_metrics_render(cg_hub_t *hub, bool watcher_streaming, const char *watch
     else
         bson_string_append_printf(s, "changegate_watcher_lag_seconds %.3f\n", lag);
     return bson_string_free(s, false);
+}
+
+char *cg_metrics_health(cg_hub_t *hub, cg_watcher_t *watcher, unsigned *status)
+{
+    char state[512];
+    bool streaming = cg_watcher_status(watcher, state, sizeof state);
+    bool live = cg_hub_is_live(hub);
+    char *position = cg_hub_last_position(hub);
+    json_t *body;
+    if (streaming && live) {
+        *status = 200;
+        body = json_pack("{s:s, s:s, s:I, s:s?}", "status", "ok", "watcher", state, "subscribers",
+                         (json_int_t)cg_hub_subscriber_count(hub), "lastEventId", position);
+        char lost[512];
+        if (cg_watcher_history_lost(watcher, lost, sizeof lost))
+            json_object_set_new(body, "warning", json_string(lost));
+    } else {
+        *status = 503;
+        const char *why = streaming ? "catching up with MongoDB after a restart" : state;
+        body = json_pack("{s:s, s:s, s:s}", "status", "unavailable", "error", "not_ready",
+                         "message", why);
+    }
+    bson_free(position);
+    char *text = json_dumps(body, JSON_COMPACT);
+    json_decref(body);
+    return text;
 }

@@ -10,6 +10,7 @@
 #include <stddef.h>
 
 #include "hub.h"
+#include "watcher.h"
 
 /* How a subscriber is served. Front ends (HTTP, FastCGI) report theirs. */
 typedef enum {
@@ -47,5 +48,10 @@ void cg_metrics_drop(cg_drop_t why);
  * watcher_position is the watcher's newest position (an event's or a
  * postBatchResumeToken), or NULL; its clusterTime gives the watcher's lag. */
 char *cg_metrics_render(cg_hub_t *hub, bool watcher_streaming, const char *watcher_position);
+
+/* The /healthz answer: 200 with {"status":"ok",...} while the watcher streams
+ * and the hub is live, else 503 with the reason. A new string (free()); its
+ * HTTP status in *status. */
+char *cg_metrics_health(cg_hub_t *hub, cg_watcher_t *watcher, unsigned *status);
 
 #endif

@@ -193,6 +193,116 @@ void cg_request_clear(cg_request_t *req)
     req->project = NULL;
     bson_free(req->position);
     bson_free(req->param_position);
+    bson_free(req->origin);
+    req->origin = NULL;
     req->filter = NULL;
     req->position = req->param_position = NULL;
+}
+
+int cg_request_param_n(cg_request_t *req, const char *name, size_t name_len, const char *value,
+                       size_t value_len)
+{
+    if (strlen(name) != name_len || (value && strlen(value) != value_len))
+        return cg_request_fail(req, 400,
+                               strcmp(name, "lastEventId") == 0 ? "invalid_position"
+                               : strcmp(name, "filter") == 0    ? "invalid_filter"
+                                                                : "invalid_parameter",
+                               "query parameter '%.64s' holds a NUL byte (%%00)", name);
+    return cg_request_param(req, name, value);
+}
+
+static int hex_digit(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+/* Decodes s[0..len) in place the way libmicrohttpd 0.9.75 decodes query
+ * arguments: '+' is a space, %HH a byte, a '%' not followed by two hex
+ * digits stays as it is. Returns the new length (a NUL is written after). */
+static size_t unescape_arg(char *s, size_t len)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < len; i++) {
+        int hi, lo;
+        if (s[i] == '+') {
+            s[o++] = ' ';
+        } else if (s[i] == '%' && i + 2 < len && (hi = hex_digit(s[i + 1])) >= 0 &&
+                   (lo = hex_digit(s[i + 2])) >= 0) {
+            s[o++] = (char)(hi * 16 + lo);
+            i += 2;
+        } else {
+            s[o++] = s[i];
+        }
+    }
+    s[o] = '\0';
+    return o;
+}
+
+int cg_request_query(cg_request_t *req, const char *query, size_t len)
+{
+    if (!len)
+        return req->status ? -1 : 0;
+    char *copy = bson_malloc(len + 1);
+    memcpy(copy, query, len);
+    copy[len] = '\0';
+    int rc = 0;
+    char *p = copy, *end = copy + len;
+    while (rc == 0 && p <= end) {
+        char *amp = memchr(p, '&', (size_t)(end - p));
+        char *stop = amp ? amp : end;
+        char *eq = memchr(p, '=', (size_t)(stop - p));
+        size_t klen = unescape_arg(p, (size_t)((eq ? eq : stop) - p));
+        if (eq) {
+            size_t vlen = unescape_arg(eq + 1, (size_t)(stop - eq - 1));
+            rc = cg_request_param_n(req, p, klen, eq + 1, vlen);
+        } else {
+            rc = cg_request_param_n(req, p, klen, NULL, 0);
+        }
+        if (!amp)
+            break;
+        p = amp + 1;
+    }
+    bson_free(copy);
+    return rc;
+}
+
+bool cg_request_cors(cg_request_t *req, char *const *allowed, size_t n, const char *origin)
+{
+    if (!origin)
+        return true;
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(allowed[i], origin) == 0) {
+            req->origin = bson_strdup(origin);
+            req->origin_credentials = true;
+            return true;
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(allowed[i], "*") == 0) {
+            req->origin = bson_strdup("*");
+            return true;
+        }
+    }
+    cg_request_fail(req, 403, "origin_not_allowed",
+                    "origin %.200s is not allowed (see --cors-origin)", origin);
+    return false;
+}
+
+char *cg_request_history_lost_json(const char *reason, const char *position)
+{
+    char *msg = bson_strdup_printf("continuity cannot be kept from the given position (%s); "
+                                   "continue from lastEventId",
+                                   reason);
+    json_t *body = json_pack("{s:s, s:s, s:s, s:s?}", "error", "history_lost", "message", msg,
+                             "reason", reason, "lastEventId", position);
+    bson_free(msg);
+    char *text = json_dumps(body, JSON_COMPACT);
+    json_decref(body);
+    return text;
 }

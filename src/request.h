@@ -37,6 +37,8 @@ typedef struct cg_request {
     char error[32];    /* error code, e.g. "unknown_parameter" */
     char message[512]; /* for a person */
     const char *allow; /* for 405: the Allow header */
+    char *origin;      /* the CORS origin to echo (cg_request_cors()), or NULL */
+    bool origin_credentials;
 
     /* internal */
     char *param_position;
@@ -47,6 +49,21 @@ typedef struct cg_request {
 int cg_request_init(cg_request_t *req, const char *method, const char *path);
 /* Each query parameter in turn (repeats allowed for ns). 0, or -1 with error. */
 int cg_request_param(cg_request_t *req, const char *name, const char *value);
+/* The same with lengths: a name or value holding a NUL byte (%00) is a 400
+ * rather than silently cut short. value may be NULL (a name without '='). */
+int cg_request_param_n(cg_request_t *req, const char *name, size_t name_len, const char *value,
+                       size_t value_len);
+/* Every parameter of a raw query string (what follows '?'), split and
+ * decoded exactly as libmicrohttpd does for the HTTP front end ('&' between
+ * parameters, '+' a space, %HH a byte). 0, or -1 with the error set. */
+int cg_request_query(cg_request_t *req, const char *query, size_t len);
+/* Checks a request's Origin header (NULL: none) against the allowed origins
+ * (--cors-origin). Sets req->origin when the answer should carry CORS headers;
+ * returns false with a 403 set when the origin is not allowed. */
+bool cg_request_cors(cg_request_t *req, char *const *allowed, size_t n, const char *origin);
+/* The 410 body of a long-poll whose position cannot be continued:
+ * {"error":"history_lost",...,"lastEventId":position}. A new string (free()). */
+char *cg_request_history_lost_json(const char *reason, const char *position);
 /* Call once with the headers' values (NULL when absent), after all parameters.
  * Validates the position and compiles the filter. 0, or -1 with error. */
 int cg_request_finish(cg_request_t *req, const char *last_event_id, const char *accept);

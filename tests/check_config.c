@@ -668,9 +668,16 @@ START_TEST(test_listen_good)
 END_TEST
 
 static const char *bad_listen[][2] = {
-    {"fcgi://127.0.0.1:9000", "FastCGI listeners are not supported in this version yet"},
-    {"fcgi:unix:/run/changegate.sock", "FastCGI listeners are not supported in this version yet"},
-    {"https://0.0.0.0:443", "does not serve HTTPS"},
+    {"fcgi:unix:run/changegate.sock", "needs an absolute socket path"},
+    {"fcgi:unix:/run/"
+     "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
+     "x"
+     "xxxxxxxxxx.sock",
+     "longer than the 107 bytes"},
+    {"fcgi://127.0.0.1", "has no port"},
+    {"fcgi://127.0.0.1:9000/x", "path"},
+    {"fcgi:tcp:127.0.0.1:9000", "is not a listen address"},
+    {"https://0.0.0.0:443", "which changegate does not serve itself"},
     {"127.0.0.1:8080", "is not a listen address"},
     {"http://127.0.0.1", "has no port"},
     {"http://127.0.0.1:", "no port number"},
@@ -696,6 +703,71 @@ START_TEST(test_listen_bad)
     cg_config_t cfg;
     expect_one_problem(PARSE(&cfg, "--listen", bad_listen[_i][0]), "--listen: ", bad_listen[_i][1]);
     ck_assert_ptr_nonnull(strstr(err, "expected http://HOST:PORT"));
+    cg_config_free(&cfg);
+}
+END_TEST
+
+/* FastCGI listeners, alone or together with HTTP ones. */
+START_TEST(test_listen_fcgi)
+{
+    cg_config_t cfg;
+    int rc = PARSE(&cfg, "--listen", "http://127.0.0.1:8080", "--listen", "fcgi://[::1]:9000",
+                   "--listen", "fcgi:unix:/run/changegate/changegate.sock", "--listen",
+                   "fcgi:systemd", "--listen", "fcgi:stdin");
+    ck_assert_msg(rc == 0, "%s", err);
+    ck_assert_uint_eq(cfg.n_listen, 5);
+    ck_assert_int_eq(cfg.listen[0].kind, CG_LISTEN_HTTP);
+    ck_assert_int_eq(cfg.listen[1].kind, CG_LISTEN_FCGI_TCP);
+    ck_assert_str_eq(cfg.listen[1].host, "::1");
+    ck_assert_uint_eq(cfg.listen[1].port, 9000);
+    ck_assert_int_eq(cfg.listen[2].kind, CG_LISTEN_FCGI_UNIX);
+    ck_assert_str_eq(cfg.listen[2].path, "/run/changegate/changegate.sock");
+    ck_assert_int_eq(cfg.listen[3].kind, CG_LISTEN_FCGI_SYSTEMD);
+    ck_assert_int_eq(cfg.listen[4].kind, CG_LISTEN_FCGI_STDIN);
+    ck_assert_str_eq(cfg.listen[4].spec, "fcgi:stdin");
+    ck_assert_uint_eq(cfg.fcgi_socket_mode, 0660);
+    ck_assert_int_eq(cfg.fcgi_socket_uid, -1);
+    ck_assert_int_eq(cfg.fcgi_socket_gid, -1);
+    cg_config_free(&cfg);
+    /* The same port for HTTP and FastCGI is one address twice. */
+    expect_one_problem(
+        PARSE(&cfg, "--listen", "http://127.0.0.1:1", "--listen", "fcgi://127.0.0.1:1"),
+        "--listen: 'fcgi://127.0.0.1:1' is given more than once", NULL);
+    cg_config_free(&cfg);
+    expect_one_problem(PARSE(&cfg, "--listen", "fcgi:unix:/a", "--listen", "fcgi:unix:/a"),
+                       "--listen: 'fcgi:unix:/a' is given more than once", NULL);
+    cg_config_free(&cfg);
+}
+END_TEST
+
+START_TEST(test_fcgi_socket_options)
+{
+    cg_config_t cfg;
+    int rc = PARSE(&cfg, "--fcgi-socket-mode", "0600", "--fcgi-socket-owner", "root:root");
+    ck_assert_msg(rc == 0, "%s", err);
+    ck_assert_uint_eq(cfg.fcgi_socket_mode, 0600);
+    ck_assert_int_eq(cfg.fcgi_socket_uid, 0);
+    ck_assert_int_eq(cfg.fcgi_socket_gid, 0);
+    cg_config_free(&cfg);
+    rc = PARSE(&cfg, "--fcgi-socket-mode", "666", "--fcgi-socket-owner", ":4242");
+    ck_assert_msg(rc == 0, "%s", err);
+    ck_assert_uint_eq(cfg.fcgi_socket_mode, 0666);
+    ck_assert_int_eq(cfg.fcgi_socket_uid, -1);
+    ck_assert_int_eq(cfg.fcgi_socket_gid, 4242);
+    cg_config_free(&cfg);
+    expect_one_problem(PARSE(&cfg, "--fcgi-socket-mode", "0800"),
+                       "--fcgi-socket-mode: '0800' is not a mode", "like 0660");
+    cg_config_free(&cfg);
+    expect_one_problem(PARSE(&cfg, "--fcgi-socket-mode", "rw-rw----"),
+                       "--fcgi-socket-mode: 'rw-rw----' is not a mode", NULL);
+    cg_config_free(&cfg);
+    expect_one_problem(PARSE(&cfg, "--fcgi-socket-owner", "no-such-user-cg"),
+                       "no such user 'no-such-user-cg'", NULL);
+    cg_config_free(&cfg);
+    expect_one_problem(PARSE(&cfg, "--fcgi-socket-owner", "root:no-such-group-cg"),
+                       "no such group 'no-such-group-cg'", NULL);
+    cg_config_free(&cfg);
+    expect_one_problem(PARSE(&cfg, "--fcgi-socket-owner", ":"), "names no user and no group", NULL);
     cg_config_free(&cfg);
 }
 END_TEST
@@ -820,9 +892,9 @@ START_TEST(test_problems_collected)
 {
     cg_config_t cfg;
     const char *path = write_conf("heartbeat 0\nlog-level loud\n");
-    int rc = PARSE(&cfg, "--config", path, "--watch", "admin", "--listen", "fcgi://x:1",
-                   "--journal-size", "x", "--pipeline", "[{\"$group\": {}}]", "--bogus",
-                   "--cors-origin", "https://a/");
+    int rc =
+        PARSE(&cfg, "--config", path, "--watch", "admin", "--listen", "fcgi:x:1", "--journal-size",
+              "x", "--pipeline", "[{\"$group\": {}}]", "--bogus", "--cors-origin", "https://a/");
     ck_assert_int_eq(rc, -1);
     ck_assert_msg(count_lines(err) == 8, "%s", err);
     const char *needles[] = {
@@ -974,6 +1046,8 @@ static Suite *config_suite(void)
     tcase_add_loop_test(tc, test_listen_good, 0, sizeof good_listen / sizeof good_listen[0]);
     tcase_add_loop_test(tc, test_listen_bad, 0, sizeof bad_listen / sizeof bad_listen[0]);
     tcase_add_test(tc, test_listen_duplicate);
+    tcase_add_test(tc, test_listen_fcgi);
+    tcase_add_test(tc, test_fcgi_socket_options);
     tcase_add_loop_test(tc, test_numbers_bad, 0, sizeof bad_numbers / sizeof bad_numbers[0]);
     tcase_add_test(tc, test_numbers_bounds);
     tcase_add_test(tc, test_cors_normalised);

@@ -165,6 +165,83 @@ START_TEST(messages_quoting_input_stay_printable)
 }
 END_TEST
 
+/* A raw query string is split and decoded as libmicrohttpd does it for the
+ * HTTP front end, so that FastCGI requests mean the same thing. */
+START_TEST(raw_query_decodes_like_libmicrohttpd)
+{
+    cg_request_init(&req, "GET", "/poll");
+    ck_assert_int_eq(cg_request_query(&req, "timeout=%31%32&limit=5", 22), 0);
+    ck_assert_uint_eq(req.timeout_s, 12);
+    ck_assert_uint_eq(req.limit, 5);
+    cg_request_clear(&req);
+    /* '+' is a space, %2B a plus, a '%' without two hex digits stays. */
+    cg_request_init(&req, "GET", "/events");
+    ck_assert_int_eq(cg_request_query(&req, "a+b=1", 5), -1);
+    expect_error(400, "unknown_parameter", "'a b'");
+    cg_request_clear(&req);
+    cg_request_init(&req, "GET", "/events");
+    ck_assert_int_eq(cg_request_query(&req, "a%2Bb=1", 7), -1);
+    expect_error(400, "unknown_parameter", "'a+b'");
+    cg_request_clear(&req);
+    cg_request_init(&req, "GET", "/events");
+    ck_assert_int_eq(cg_request_query(&req, "x%ZZy%4", 7), -1);
+    expect_error(400, "unknown_parameter", "'x%ZZy%4'");
+    cg_request_clear(&req);
+    /* An empty piece is a parameter with an empty name, as over HTTP. */
+    cg_request_init(&req, "GET", "/events");
+    ck_assert_int_eq(cg_request_query(&req, "ns=a&&ns=b", 10), -1);
+    expect_error(400, "unknown_parameter", "''");
+    cg_request_clear(&req);
+    /* %00 never cuts a value short. */
+    cg_request_init(&req, "GET", "/events");
+    ck_assert_int_eq(cg_request_query(&req, "lastEventId=82%00", 17), -1);
+    expect_error(400, "invalid_position", "NUL");
+    cg_request_clear(&req);
+    cg_request_init(&req, "GET", "/events");
+    ck_assert_int_eq(cg_request_query(&req, "", 0), 0);
+    ck_assert_int_eq(cg_request_query(&req, "format=ndjson&ns=app", 20), 0);
+    ck_assert(req.ndjson);
+}
+END_TEST
+
+START_TEST(cors_origins)
+{
+    char *allowed[] = {"https://app.example", "*"};
+    cg_request_init(&req, "GET", "/events");
+    ck_assert(cg_request_cors(&req, allowed, 2, NULL));
+    ck_assert_ptr_null(req.origin);
+    ck_assert(cg_request_cors(&req, allowed, 2, "https://app.example"));
+    ck_assert_str_eq(req.origin, "https://app.example");
+    ck_assert(req.origin_credentials);
+    cg_request_clear(&req);
+    cg_request_init(&req, "GET", "/events");
+    ck_assert(cg_request_cors(&req, allowed, 2, "https://other.example"));
+    ck_assert_str_eq(req.origin, "*");
+    ck_assert(!req.origin_credentials);
+    cg_request_clear(&req);
+    cg_request_init(&req, "GET", "/events");
+    ck_assert(!cg_request_cors(&req, allowed, 1, "https://other.example"));
+    expect_error(403, "origin_not_allowed", "https://other.example");
+}
+END_TEST
+
+START_TEST(history_lost_body)
+{
+    char *body = cg_request_history_lost_json("too_slow", "82AB");
+    json_t *j = json_loads(body, 0, NULL);
+    ck_assert_str_eq(json_string_value(json_object_get(j, "error")), "history_lost");
+    ck_assert_str_eq(json_string_value(json_object_get(j, "reason")), "too_slow");
+    ck_assert_str_eq(json_string_value(json_object_get(j, "lastEventId")), "82AB");
+    json_decref(j);
+    free(body);
+    body = cg_request_history_lost_json("position_not_in_journal", NULL);
+    j = json_loads(body, 0, NULL);
+    ck_assert(json_is_null(json_object_get(j, "lastEventId")));
+    json_decref(j);
+    free(body);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("request");
@@ -177,6 +254,9 @@ int main(void)
     tcase_add_test(tc, header_wins_over_parameter_and_both_are_validated);
     tcase_add_test(tc, ndjson_by_accept_or_format);
     tcase_add_test(tc, messages_quoting_input_stay_printable);
+    tcase_add_test(tc, raw_query_decodes_like_libmicrohttpd);
+    tcase_add_test(tc, cors_origins);
+    tcase_add_test(tc, history_lost_body);
     suite_add_tcase(s, tc);
     return test_run_suite(s);
 }
