@@ -12,6 +12,7 @@
 #include <microhttpd.h>
 #include <pthread.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #include "config.h"
@@ -71,6 +72,43 @@ static const char *uri_hosts(const char *uri)
     return at && (!slash || at < slash) ? at + 1 : hosts;
 }
 
+/* A FastCGI Unix socket's directory must exist: changegate creates the
+ * socket, not the directory (the package's unit has RuntimeDirectory=). */
+static bool check_socket_dirs(const cg_config_t *cfg)
+{
+    bool ok = true;
+    for (size_t i = 0; i < cfg->n_listen; i++) {
+        if (cfg->listen[i].kind != CG_LISTEN_FCGI_UNIX)
+            continue;
+        char *dir = bson_strdup(cfg->listen[i].path);
+        char *slash = strrchr(dir, '/');
+        slash[slash == dir ? 1 : 0] = '\0';
+        struct stat st;
+        if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
+            fprintf(stderr, "changegate: --listen %s: directory %s does not exist\n",
+                    cfg->listen[i].spec, dir);
+            ok = false;
+        }
+        bson_free(dir);
+    }
+    return ok;
+}
+
+/* Web servers end a FastCGI response that stays silent for their read
+ * timeout (60 s by default for nginx and Apache): heartbeats must come sooner. */
+static void warn_slow_heartbeat(const cg_config_t *cfg)
+{
+    for (size_t i = 0; i < cfg->n_listen; i++) {
+        if (cfg->listen[i].kind != CG_LISTEN_HTTP && cfg->heartbeat >= 60) {
+            cg_log_warn("--heartbeat %u: web servers in front of %s end streams that are idle "
+                        "for their read timeout (60 s by default for nginx and Apache); keep "
+                        "the heartbeat below it",
+                        cfg->heartbeat, cfg->listen[i].spec);
+            return;
+        }
+    }
+}
+
 static int check_config(const cg_config_t *cfg)
 {
     char err[512];
@@ -78,6 +116,9 @@ static int check_config(const cg_config_t *cfg)
         fprintf(stderr, "changegate: --state-dir: %s\n", err);
         return 1;
     }
+    if (!check_socket_dirs(cfg))
+        return 1;
+    warn_slow_heartbeat(cfg);
     printf("configuration OK\n");
     return 0;
 }
@@ -131,6 +172,7 @@ int main(int argc, char **argv)
         return rc;
     }
     cg_log_set_level(cfg.log_level);
+    warn_slow_heartbeat(&cfg);
     raise_nofile(cfg.max_subscribers + 100);
 
     /* Signals are taken synchronously by this thread only. */
