@@ -570,10 +570,14 @@ static void start_stream(req_t *r)
         finish_req(r);
         return;
     }
+    /* As over HTTP: the SSE preamble, or an NDJSON heartbeat with the position
+     * the stream starts from. */
     if (!r->ndjson) {
         queue_stdout_copy(r->conn, r->id, CG_SSE_PREAMBLE, sizeof CG_SSE_PREAMBLE - 1);
         r->sent += sizeof CG_SSE_PREAMBLE - 1;
         cg_metrics_sent(r->transport, 0, sizeof CG_SSE_PREAMBLE - 1);
+    } else {
+        queue_heartbeat(r);
     }
     pump_stream(r);
 }

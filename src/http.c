@@ -236,9 +236,14 @@ static enum MHD_Result start_stream(conn_ctx_t *c)
                             c->req.ndjson ? "application/x-ndjson" : "text/event-stream");
     MHD_add_response_header(r, "X-Accel-Buffering", "no");
     add_common_headers(c, r);
+    /* Something at once, so that the answer's head goes out now (libmicrohttpd
+     * sends it with the first body bytes): the SSE preamble, or for NDJSON a
+     * heartbeat with the position the stream starts from. */
     if (!c->req.ndjson) {
         c->lit = SSE_PREAMBLE;
         c->lit_len = sizeof SSE_PREAMBLE - 1;
+    } else {
+        make_heartbeat(c);
     }
     enum MHD_Result ret = MHD_queue_response(c->conn, MHD_HTTP_OK, r);
     MHD_destroy_response(r);

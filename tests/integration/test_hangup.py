@@ -7,7 +7,9 @@ stay true.
 1. devmongo and changegate (--heartbeat 300, --max-subscribers 3) start. Nothing is
    written: every request below parks.
 2. A long-poll (timeout=120), an SSE stream and an NDJSON stream subscribe: /healthz
-   counts 3, and a fourth request gets 503 too_many_subscribers.
+   counts 3, and a fourth request gets 503 too_many_subscribers. Both streams have their
+   answer's head already, long before any heartbeat could come: the SSE stream its
+   `: changegate` preamble, the NDJSON stream an opening {"heartbeat": true} line.
 3. The three clients close their sockets. Within 20 s (far less than the poll's 120 s
    and the heartbeat's 300 s) /healthz counts 0, and three new subscribers are accepted.
 4. A client that shuts down only its sending side while its long-poll waits gets its
@@ -30,6 +32,18 @@ def raw_get(port, path, headers=()):
         path, "".join("%s: %s\r\n" % kv for kv in headers))
     s.sendall(head.encode())
     return s
+
+
+def read_head_and_first_line(s):
+    """The answer's head and the first line of its body (chunked or not)."""
+    s.settimeout(20 * h.SLOW)
+    data = b""
+    while b"\r\n\r\n" not in data or not data.split(b"\r\n\r\n", 1)[1].count(b"\n") >= 2:
+        chunk = s.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    return data
 
 
 def subscribers(cg):
@@ -61,6 +75,11 @@ def story(sc):
     h.check(status == 503 and body.get("error") == "too_many_subscribers",
             "a fourth subscriber got %d %r; expected 503 too_many_subscribers", status, body)
     h.say("a long-poll, an SSE and an NDJSON stream are parked; a fourth gets 503")
+    for s, want in ((sse, b": changegate\n"), (nd, b'{"heartbeat":true')):
+        got = read_head_and_first_line(s)
+        h.check(got.startswith(b"HTTP/1.1 200 ") and want in got,
+                "a parked stream's first bytes are %r; expected a 200 head and %r", got, want)
+    h.say("both streams answered at once: 200, the SSE preamble, the NDJSON opening heartbeat")
 
     for s in (poll, sse, nd):
         s.close()
