@@ -9,6 +9,7 @@
 #include <arpa/inet.h>
 #include <grp.h>
 #include <pwd.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <errno.h>
@@ -1029,6 +1030,23 @@ static void cg_config_check_socket_mode(cg_config_t *cfg, const cg_config_raw_t 
     cfg->fcgi_socket_mode = (unsigned)m;
 }
 
+/* A user's or group's id from its name, or a number. 0, or -1 when unknown. */
+static int cg_config_lookup_id(const char *name, bool group, long *id)
+{
+    unsigned long long n;
+    struct passwd *pw = group ? NULL : getpwnam(name);
+    struct group *gr = group ? getgrnam(name) : NULL;
+    if (pw)
+        *id = (long)pw->pw_uid;
+    else if (gr)
+        *id = (long)gr->gr_gid;
+    else if (cg_config_parse_uint(name, 0, 0x7fffffff, &n) == 0)
+        *id = (long)n;
+    else
+        return -1;
+    return 0;
+}
+
 /* --fcgi-socket-owner USER[:GROUP] or :GROUP, names or numeric ids, looked up
  * now so that --check-config reports a user that does not exist. */
 static void cg_config_check_socket_owner(cg_config_t *cfg, const cg_config_raw_t *raw,
@@ -1047,27 +1065,10 @@ static void cg_config_check_socket_owner(cg_config_t *cfg, const cg_config_raw_t
         cg_config_bad(errs, raw, CG_OPT_FCGI_SOCKET_OWNER,
                       "'%s' names no user and no group; expected USER, USER:GROUP or :GROUP", q);
     }
-    if (*user) {
-        struct passwd *pw = getpwnam(user);
-        unsigned long long id;
-        if (pw)
-            cfg->fcgi_socket_uid = (long)pw->pw_uid;
-        else if (cg_config_parse_uint(user, 0, 0x7fffffff, &id) == 0)
-            cfg->fcgi_socket_uid = (long)id;
-        else
-            cg_config_bad(errs, raw, CG_OPT_FCGI_SOCKET_OWNER, "'%s': no such user '%s'", q, user);
-    }
-    if (group && *group) {
-        struct group *gr = getgrnam(group);
-        unsigned long long id;
-        if (gr)
-            cfg->fcgi_socket_gid = (long)gr->gr_gid;
-        else if (cg_config_parse_uint(group, 0, 0x7fffffff, &id) == 0)
-            cfg->fcgi_socket_gid = (long)id;
-        else
-            cg_config_bad(errs, raw, CG_OPT_FCGI_SOCKET_OWNER, "'%s': no such group '%s'", q,
-                          group);
-    }
+    if (*user && cg_config_lookup_id(user, false, &cfg->fcgi_socket_uid) != 0)
+        cg_config_bad(errs, raw, CG_OPT_FCGI_SOCKET_OWNER, "'%s': no such user '%s'", q, user);
+    if (group && *group && cg_config_lookup_id(group, true, &cfg->fcgi_socket_gid) != 0)
+        cg_config_bad(errs, raw, CG_OPT_FCGI_SOCKET_OWNER, "'%s': no such group '%s'", q, group);
     bson_free(user);
 }
 
@@ -1333,4 +1334,14 @@ void cg_config_usage(FILE *out)
           "414 uri_too_long); header fields of at most 16 KiB and 100 fields (else 431\n"
           "headers_too_large). Errors are JSON: {\"error\": CODE, \"message\": TEXT}.\n",
           out);
+}
+
+unsigned cg_config_max_connections(const cg_config_t *cfg)
+{
+    struct rlimit rl;
+    unsigned limit = (unsigned)(cfg->max_subscribers + 64);
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
+        rl.rlim_cur < (rlim_t)limit + 32)
+        limit = rl.rlim_cur > 64 ? (unsigned)rl.rlim_cur - 32 : 32;
+    return limit;
 }

@@ -64,6 +64,11 @@ typedef struct cg_config {
 int cg_config_parse(cg_config_t *cfg, int argc, char **argv, char *err, size_t errlen);
 void cg_config_free(cg_config_t *cfg);
 
+/* Connections one listener may hold: --max-subscribers and a few more, or
+ * what the open-files limit allows, leaving descriptors for the watcher,
+ * logs and the state file. */
+unsigned cg_config_max_connections(const cg_config_t *cfg);
+
 /* Writes the --help text. */
 void cg_config_usage(FILE *out);
 

@@ -39,7 +39,6 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
-#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
@@ -1137,13 +1136,9 @@ cg_fcgi_t *cg_fcgi_start(const cg_listen_t *listen, const cg_config_t *cfg, cg_h
         cg_fcgi_stop(f);
         return NULL;
     }
-    /* What GET_VALUES answers: connections as the descriptor limit allows
-     * (as for HTTP), requests as --max-subscribers. */
-    struct rlimit rl;
-    unsigned conns = (unsigned)(cfg->max_subscribers + 64);
-    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
-        rl.rlim_cur < (rlim_t)conns + 32)
-        conns = rl.rlim_cur > 64 ? (unsigned)rl.rlim_cur - 32 : 32;
+    /* What GET_VALUES answers: connections as for HTTP, requests as
+     * --max-subscribers. */
+    unsigned conns = cg_config_max_connections(cfg);
     f->limits = (cg_fcgi_limits_t){.max_conns = conns,
                                    .max_reqs = (unsigned)cfg->max_subscribers,
                                    .max_reqs_per_conn = MAX_REQS_PER_CONN};

@@ -25,7 +25,6 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
-#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -745,12 +744,7 @@ cg_http_t *cg_http_start(const cg_listen_t *listen, const cg_config_t *cfg, cg_h
         snprintf(err, errlen, "%s: cannot listen: %s", listen->spec, strerror(errno));
         return NULL;
     }
-    /* Leave file descriptors for the watcher, logs and the state file. */
-    struct rlimit rl;
-    unsigned limit = (unsigned)(cfg->max_subscribers + 64);
-    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
-        rl.rlim_cur < (rlim_t)limit + 32)
-        limit = rl.rlim_cur > 64 ? (unsigned)rl.rlim_cur - 32 : 32;
+    unsigned limit = cg_config_max_connections(cfg);
 
     cg_http_t *http = bson_malloc0(sizeof *http);
     http->cfg = cfg;
