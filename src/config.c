@@ -14,6 +14,7 @@
 #include <sys/un.h>
 #include <errno.h>
 #include <mongoc/mongoc.h>
+#include <netdb.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1344,4 +1345,24 @@ unsigned cg_config_max_connections(const cg_config_t *cfg)
         rl.rlim_cur < (rlim_t)limit + 32)
         limit = rl.rlim_cur > 64 ? (unsigned)rl.rlim_cur - 32 : 32;
     return limit;
+}
+
+int cg_config_listen_addr(const cg_listen_t *l, struct sockaddr_storage *addr, socklen_t *len,
+                          char *err, size_t errlen)
+{
+    struct addrinfo hints = {.ai_family = AF_UNSPEC,
+                             .ai_socktype = SOCK_STREAM,
+                             .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
+    struct addrinfo *ai = NULL;
+    char port[8];
+    snprintf(port, sizeof port, "%u", l->port);
+    int gai = getaddrinfo(l->host, port, &hints, &ai);
+    if (gai != 0) {
+        snprintf(err, errlen, "%s: cannot resolve %s: %s", l->spec, l->host, gai_strerror(gai));
+        return -1;
+    }
+    memcpy(addr, ai->ai_addr, ai->ai_addrlen);
+    *len = ai->ai_addrlen;
+    freeaddrinfo(ai);
+    return 0;
 }

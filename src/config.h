@@ -10,6 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <sys/socket.h>
 
 #include "log.h"
 
@@ -68,6 +69,11 @@ void cg_config_free(cg_config_t *cfg);
  * what the open-files limit allows, leaving descriptors for the watcher,
  * logs and the state file. */
 unsigned cg_config_max_connections(const cg_config_t *cfg);
+
+/* The address an http:// or fcgi:// listener binds (its host resolved).
+ * Returns 0, or -1 with a message in err. */
+int cg_config_listen_addr(const cg_listen_t *l, struct sockaddr_storage *addr, socklen_t *len,
+                          char *err, size_t errlen);
 
 /* Writes the --help text. */
 void cg_config_usage(FILE *out);

@@ -29,7 +29,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <pthread.h>
@@ -962,27 +961,19 @@ static void *shard_loop(void *arg)
 
 static int listen_tcp(const cg_listen_t *l, char *err, size_t errlen)
 {
-    struct addrinfo hints = {.ai_family = AF_UNSPEC,
-                             .ai_socktype = SOCK_STREAM,
-                             .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
-    struct addrinfo *ai = NULL;
-    char port[8];
-    snprintf(port, sizeof port, "%u", l->port);
-    int gai = getaddrinfo(l->host, port, &hints, &ai);
-    if (gai != 0) {
-        snprintf(err, errlen, "%s: cannot resolve %s: %s", l->spec, l->host, gai_strerror(gai));
+    struct sockaddr_storage addr;
+    socklen_t addrlen;
+    if (cg_config_listen_addr(l, &addr, &addrlen, err, errlen) != 0)
         return -1;
-    }
-    int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int fd = socket(addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     int one = 1;
     if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0 ||
-        bind(fd, ai->ai_addr, ai->ai_addrlen) != 0 || listen(fd, 4096) != 0) {
+        bind(fd, (struct sockaddr *)&addr, addrlen) != 0 || listen(fd, 4096) != 0) {
         snprintf(err, errlen, "%s: cannot listen: %s", l->spec, strerror(errno));
         if (fd >= 0)
             close(fd);
-        fd = -1;
+        return -1;
     }
-    freeaddrinfo(ai);
     return fd;
 }
 

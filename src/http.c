@@ -20,7 +20,6 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <errno.h>
-#include <netdb.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -725,21 +724,12 @@ static bool start_shard(cg_http_t *http, shard_t *sh, unsigned flags, unsigned l
 cg_http_t *cg_http_start(const cg_listen_t *listen, const cg_config_t *cfg, cg_hub_t *hub,
                          cg_watcher_t *watcher, char *err, size_t errlen)
 {
-    struct addrinfo hints = {.ai_family = AF_UNSPEC,
-                             .ai_socktype = SOCK_STREAM,
-                             .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
-    struct addrinfo *ai = NULL;
-    char port[8];
-    snprintf(port, sizeof port, "%u", listen->port);
-    int gai = getaddrinfo(listen->host, port, &hints, &ai);
-    if (gai != 0) {
-        snprintf(err, errlen, "%s: cannot resolve %s: %s", listen->spec, listen->host,
-                 gai_strerror(gai));
+    struct sockaddr_storage addr;
+    socklen_t addrlen;
+    if (cg_config_listen_addr(listen, &addr, &addrlen, err, errlen) != 0)
         return NULL;
-    }
-    int fd = cg_gate_listen(ai->ai_addr, ai->ai_addrlen);
-    bool ipv6 = ai->ai_family == AF_INET6;
-    freeaddrinfo(ai);
+    int fd = cg_gate_listen((struct sockaddr *)&addr, addrlen);
+    bool ipv6 = addr.ss_family == AF_INET6;
     if (fd < 0) {
         snprintf(err, errlen, "%s: cannot listen: %s", listen->spec, strerror(errno));
         return NULL;
