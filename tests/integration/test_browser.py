@@ -32,16 +32,12 @@ import functools
 import http.server
 import json
 import os
-import shutil
 import sys
 import threading
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness as h  # noqa: E402
-
-CHROMIUM = os.environ.get("CG_CHROMIUM") or "/usr/bin/chromium"
-PAGE_DIR = os.path.join(h.REPO, "examples", "browser")
-WAIT = 30 * h.SLOW          # the bound on every wait for the page
+from browser import PAGE_DIR, Browser, artifacts_dir, check_page_events  # noqa: E402
 
 
 # --------------------------------------------------------------------------- helpers
@@ -73,124 +69,9 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
         pass
 
 
-def artifacts_dir():
-    base = os.environ.get("CG_ARTIFACTS") or os.path.join(os.getcwd(), "tests",
-                                                           "browser-artifacts")
-    path = os.path.join(os.path.abspath(base), "test_browser")
-    shutil.rmtree(path, ignore_errors=True)
-    os.makedirs(path)
-    return path
-
-
-class Browser:
-    """Debian's Chromium, headless, as one of the scenario's processes (its own process
-    group, stopped with the others whatever happens), driven through the DevTools
-    protocol by tests/node-clients/browser.mjs (puppeteer-core)."""
-
-    def __init__(self, sc, shots):
-        clients = h.node_clients("puppeteer-core")
-        h.check(os.access(CHROMIUM, os.X_OK), "%s not found: run tests/install-deps.sh "
-                "(Debian package chromium)", CHROMIUM)
-        self.shots = shots
-        profile = sc.mkdir("chromium-profile")
-        argv = [CHROMIUM, "--headless=new", "--no-sandbox", "--disable-gpu",
-                "--disable-dev-shm-usage", "--no-first-run", "--no-default-browser-check",
-                "--disable-background-networking", "--disable-component-update",
-                "--disable-sync", "--disable-extensions", "--password-store=basic",
-                # Pages in background tabs keep their timers (EventSource reconnects).
-                "--disable-background-timer-throttling", "--disable-renderer-backgrounding",
-                "--disable-backgrounding-occluded-windows", "--window-size=1100,800",
-                "--remote-debugging-port=0", "--user-data-dir=" + profile, "about:blank"]
-        self.proc = h.Proc("chromium", argv, os.path.join(sc.tmp, "chromium.log"))
-        sc.procs.append(self.proc)
-        port_file = os.path.join(profile, "DevToolsActivePort")
-
-        def endpoint():
-            if not self.proc.alive():
-                raise h.TestFailure("chromium exited with status %s:\n%s" % (
-                    self.proc.popen.returncode, self.proc.output()[-3000:]))
-            with open(port_file) as f:
-                lines = f.read().splitlines()
-            return len(lines) >= 2 and "ws://127.0.0.1:%s%s" % (lines[0], lines[1])
-        ws = h.wait_until(endpoint, WAIT, "chromium's DevToolsActivePort file")
-        self.driver = h.JSONLinesProc(sc, "browser-driver",
-                                      ["node", os.path.join(clients, "browser.mjs"), ws],
-                                      cwd=clients)
-        self.n = 0
-        h.say("chromium (pid %d) up, driver connected to %s", self.proc.pid, ws)
-
-    def call(self, cmd, **kw):
-        self.n += 1
-        kw.update(cmd=cmd, n=self.n)
-        self.driver.send(kw)
-        try:
-            ans = self.driver.next(timeout=20 * h.SLOW)
-        except TimeoutError:
-            raise h.TestFailure("the browser driver did not answer %r within 20 s; its "
-                                "stderr:\n%s" % (kw, self.driver.stderr()[-3000:]))
-        h.check(ans is not None, "the browser driver exited; its stderr:\n%s",
-                self.driver.stderr()[-3000:])
-        h.check(ans.get("n") == self.n, "the browser driver answered %r to %r", ans, kw)
-        h.check(ans.get("ok"), "the browser driver failed %s: %s", cmd, ans.get("error"))
-        return ans
-
-    def open(self, page, url):
-        self.call("open", page=page, url=url)
-        h.say("page %s open: %s", page, url)
-
-    def eval(self, page, expr):
-        return self.call("eval", page=page, expr=expr).get("value")
-
-    def screenshot(self, page, name):
-        path = os.path.join(self.shots, name)
-        self.call("screenshot", page=page, path=path)
-        h.check(os.path.getsize(path) > 1000, "screenshot %s is empty", path)
-        h.say("screenshot %s", path)
-
-    def wait(self, page, expr, what):
-        """Evaluate expr in the page until it is truthy (bounded); return its value."""
-        return h.wait_until(lambda: self.eval(page, expr), WAIT, "page %s: %s" % (page, what),
-                            interval=0.1)
-
-    def received(self, page):
-        """[(seq, id, resume token's _data)] of the events the page received, in order."""
-        return [(e["change"].get("fullDocument", {}).get("seq"), e["id"],
-                 e["change"].get("_id", {}).get("_data"))
-                for e in self.eval(page, "window.changegate.events")]
-
-    def wait_events(self, page, n, last_seq):
-        """Wait until the page has n events, or one with seq last_seq (the last written: a
-        page that lost some stops short of n); return received(page)."""
-        try:
-            self.wait(page, "window.changegate.events.length >= %d || (window.changegate.events"
-                      ".at(-1)?.change.fullDocument?.seq ?? -1) >= %d" % (n, last_seq),
-                      "%d events, up to seq %d" % (n, last_seq))
-        except h.TestFailure as e:
-            raise h.TestFailure("%s; the page has %r" % (e, self.eval(page, """({
-                events: window.changegate.events.length,
-                last_seq: window.changegate.events.at(-1)?.change.fullDocument?.seq,
-                resets: window.changegate.resets, opens: window.changegate.opens,
-                errors: window.changegate.errors, state: document.body.dataset.state})""")))
-        return self.received(page)
-
-
-def check_page_events(got, want_seqs, what):
-    """The page got exactly want_seqs, in order, each id its event's resume token."""
-    h.check_sequence([g[0] for g in got], want_seqs, what)
-    for seq, ident, data in got:
-        h.check(ident and ident == data, "%s: seq %s has id %r but resume token %r", what,
-                seq, ident, data)
-    h.check(len({g[1] for g in got}) == len(got), "%s: ids are not unique", what)
-
-
-def events_requests(br, page, gateway):
-    """The page's requests to the gateway's /events as the network saw them, in order:
-    (headers as sent, lowercase names; status answered or None; error or None; CORS error
-    or None)."""
-    prefix = "http://127.0.0.1:%d/events" % gateway.port
-    return [({k.lower(): v for k, v in (r["sent"] or {}).items()}, r["status"], r["error"],
-             r["cors"])
-            for r in br.call("net", page=page)["wire"] if (r["url"] or "").startswith(prefix)]
+def events_url(gateway):
+    """The prefix of the page's requests to a gateway's /events (Browser.requests)."""
+    return "http://127.0.0.1:%d/events" % gateway.port
 
 
 def plain_get(gateway, origin):
@@ -233,7 +114,7 @@ def check_allowed(gateway, origin):
 # --------------------------------------------------------------------------- the story
 
 def story(sc):
-    shots = artifacts_dir()
+    shots = artifacts_dir("test_browser")
     mongo = sc.devmongo()
     site_a, site_b = StaticSite(sc, "site-a"), StaticSite(sc, "site-b")
     g1 = sc.changegate(mongo.uri, name="g1", args=["--cors-origin", site_a.origin])
@@ -285,7 +166,7 @@ def story(sc):
     h.check(state["opens"] >= 2, "page A's EventSource opened %d times, expected a reconnect",
             state["opens"])
     h.check(state["count"] == "300" and state["state"] == "live", "page A's DOM: %r", state)
-    reqs = events_requests(br, "a", g1)
+    reqs = br.requests("a", events_url(g1))
     h.check(len(reqs) >= 2 and "last-event-id" not in reqs[0][0] and reqs[0][1] == 200,
             "page A's /events requests (headers, status, error, CORS error): %r", reqs)
     h.check(all(r[0].get("last-event-id") == last_before for r in reqs[1:])
@@ -309,7 +190,7 @@ def story(sc):
     h.check(refused == {"events": 0, "opens": 0, "state": 2},
             "page B on g1 (origin not allowed) should have no events, never open and be "
             "CLOSED: %r", refused)
-    reqs = events_requests(br, "b-refused", g1)
+    reqs = br.requests("b-refused", events_url(g1))
     h.check(len(reqs) == 1 and reqs[0][0].get("origin") == site_b.origin
             and reqs[0][1] == 403 and reqs[0][3],
             "page B should have sent one /events request to g1 with Origin %s, answered 403, "
@@ -328,9 +209,7 @@ def story(sc):
     check_page_events(br.wait_events("b", 20, 329), list(range(310, 330)), "page B on g2")
     check_page_events(br.wait_events("a", 330, 329), list(range(330)), "page A, 0..329")
     br.screenshot("b", "5-page-b-on-g2.png")
-    for page in ("a", "b"):
-        errors = [e for e in br.call("net", page=page)["log"] if e["kind"] == "pageerror"]
-        h.check(not errors, "page %s raised: %r", page, errors)
+    br.check_no_page_errors("a", "b")
     br.call("quit")
     h.say("page B on g2 (origin B allowed) shows exactly seq 310..329; screenshots in %s",
           shots)

@@ -15,6 +15,11 @@ which is the process's stderr (so a failing scenario's log dump shows it).
         ws.url("/changegate/events")                # for curl -N
         ws.error_log()                              # text, for failure messages
 
+nginx can also serve a directory of static files itself at / beside /changegate/, so that
+a page and its stream share one origin: webservers.nginx(sock, sc, root=DIR) copies DIR
+to htdocs/ in its own directory (readable by www-data wherever DIR is) and adds a
+`location / { root ...; }` with Debian's mime.types.
+
 Leaving the `with` (or the scenario's cleanup, when a scenario was given) stops it:
 SIGTERM, which is a fast shutdown for all three, then SIGKILL on its process group.
 
@@ -150,8 +155,26 @@ class WebServer:
 class Nginx(WebServer):
     """nginx with examples/nginx/changegate-upstream.conf in http { } and
     examples/nginx/changegate-location.conf in the server { }. Its conf directory holds
-    a copy of Debian's fastcgi_params, which the location includes."""
+    a copy of Debian's fastcgi_params, which the location includes. root=DIR: a copy of
+    DIR is also served as static files at / (location /, with Debian's mime.types)."""
     name = "nginx"
+
+    def __init__(self, fcgi_socket, scenario=None, root=None, **kw):
+        super().__init__(fcgi_socket, scenario, **kw)
+        self.root = root
+
+    def static(self):
+        """The server's `location /` for root=DIR ("" without one)."""
+        if self.root is None:
+            return ""
+        shutil.copytree(self.root, self.path("htdocs"))
+        shutil.copy("/etc/nginx/mime.types", self.path("conf"))
+        return """\
+        location / {
+            root %s;
+            include mime.types;
+        }
+""" % self.path("htdocs")
 
     def argv(self):
         conf = self.path("conf")
@@ -181,9 +204,9 @@ http {
         listen 127.0.0.1:%(port)d;
         server_name localhost;
         include changegate-location.conf;
-    }
+%(static)s    }
 }
-""" % {"dir": self.dir, "port": self.port, "temp": temp,
+""" % {"dir": self.dir, "port": self.port, "temp": temp, "static": self.static(),
        "user": "user %s;" % self.user if self.user else ""})
         return ["/usr/sbin/nginx", "-p", self.dir, "-c", self.path("conf", "nginx.conf")]
 
