@@ -109,6 +109,7 @@ struct conn {
     size_t out_bytes;
     int64_t active_ms;  /* last bytes read, request answered or event queued */
     int64_t written_ms; /* last progress writing, or when output began to wait */
+    bool eof;           /* the peer closed its side: close once the output is written */
     bool failed;        /* close, without flushing */
     cg_drop_t fail_why;
 };
@@ -781,8 +782,24 @@ static void service(conn_t *c)
         if (!pumped)
             break;
     }
-    if (!c->out_head && cg_fcgi_conn_should_close(c->proto))
+    if (!c->out_head && (c->eof || cg_fcgi_conn_should_close(c->proto)))
         close_conn(c, -1);
+}
+
+/* A peer that breaks the protocol is worth a warning (a client pointed at the
+ * wrong port, a web server misconfigured), but one that keeps doing it must not
+ * fill the log: at most one warning a minute, the rest at debug level. */
+static void log_protocol_error(cg_fcgi_t *f, const char *err)
+{
+    static _Atomic int64_t last_warn_ms;
+    int64_t now = cg_hub_now_ms(), last = atomic_load(&last_warn_ms);
+    if ((last == 0 || now - last >= 60000) &&
+        atomic_compare_exchange_strong(&last_warn_ms, &last, now))
+        cg_log_warn("%s: closing a connection: %s (more such errors within a minute are logged "
+                    "at debug level)",
+                    f->spec, err);
+    else
+        cg_log_debug("%s: closing a connection: %s", f->spec, err);
 }
 
 /* Reads and parses what the web server sent. Returns false when the
@@ -797,18 +814,26 @@ static bool read_conn(conn_t *c)
             continue;
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
             return true;
-        if (n <= 0) {
-            if (n == 0 && cg_fcgi_conn_mid_record(c->proto))
-                cg_log_debug("%s: the web server closed a connection in the middle of a record",
-                             c->shard->fcgi->spec);
+        if (n < 0) {
             close_conn(c, CG_DROP_CLIENT_GONE);
             return false;
+        }
+        if (n == 0) {
+            /* The web server closed its side: its clients are gone, but what was
+             * already answered (a /healthz, say) is still written before closing. */
+            if (cg_fcgi_conn_mid_record(c->proto))
+                cg_log_debug("%s: the web server closed a connection in the middle of a record",
+                             c->shard->fcgi->spec);
+            c->eof = true;
+            while (c->reqs)
+                release_req(c->reqs, c->reqs->sub ? CG_DROP_CLIENT_GONE : -1);
+            return true;
         }
         total += (size_t)n;
         c->active_ms = cg_hub_now_ms();
         char err[256];
         if (cg_fcgi_conn_feed(c->proto, buf, (size_t)n, err, sizeof err) != 0) {
-            cg_log_warn("%s: closing a connection: %s", c->shard->fcgi->spec, err);
+            log_protocol_error(c->shard->fcgi, err);
             close_conn(c, CG_DROP_CLIENT_GONE);
             return false;
         }

@@ -112,9 +112,11 @@ _ALL_PROCS_LOCK = threading.Lock()
 class Proc:
     """A child process in its own process group, output going to a log file.
     pipes=True: stdin and stdout are pipes to the test (popen.stdin, popen.stdout), and
-    only stderr goes to the log file."""
+    only stderr goes to the log file. Otherwise stdin is /dev/null, or the given file or
+    socket (a listening socket, for a FastCGI application); pass_fds are inherited."""
 
-    def __init__(self, name, argv, log_path, env=None, pipes=False, cwd=None):
+    def __init__(self, name, argv, log_path, env=None, pipes=False, cwd=None, stdin=None,
+                 pass_fds=()):
         self.name = name
         self.argv = argv
         self.log_path = log_path
@@ -127,9 +129,10 @@ class Proc:
                                           stderr=self.log, start_new_session=True, env=env,
                                           cwd=cwd)
         else:
-            self.popen = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=self.log,
-                                          stderr=subprocess.STDOUT, start_new_session=True,
-                                          env=env, cwd=cwd)
+            self.popen = subprocess.Popen(argv, stdin=subprocess.DEVNULL if stdin is None else stdin,
+                                          stdout=self.log, stderr=subprocess.STDOUT,
+                                          start_new_session=True, env=env, cwd=cwd,
+                                          pass_fds=pass_fds)
         self.pid = self.popen.pid
         self.returncode = None
         with _ALL_PROCS_LOCK:
