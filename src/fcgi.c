@@ -59,6 +59,7 @@
 #define SWEEP_MS 1000                /* how often timeouts are looked for */
 #define MAX_LISTENERS 16             /* sockets one front end takes (fcgi:systemd) */
 #define MAX_REQS_PER_CONN 64         /* multiplexed requests on one connection */
+#define LINGER_MS 5000               /* see service() */
 
 enum { ITEM_WAKE, ITEM_LISTENER, ITEM_CONN };
 
@@ -107,10 +108,11 @@ struct conn {
     req_t *reqs;
     out_t *out_head, *out_tail;
     size_t out_bytes;
-    int64_t active_ms;  /* last bytes read, request answered or event queued */
-    int64_t written_ms; /* last progress writing, or when output began to wait */
-    bool eof;           /* the peer closed its side: close once the output is written */
-    bool failed;        /* close, without flushing */
+    int64_t active_ms;    /* last bytes read, request answered or event queued */
+    int64_t written_ms;   /* last progress writing, or when output began to wait */
+    bool eof;             /* the peer closed its side: close once the output is written */
+    int64_t linger_until; /* answered without KEEP_CONN and shut down: closed by then */
+    bool failed;          /* close, without flushing */
     cg_drop_t fail_why;
 };
 
@@ -559,16 +561,19 @@ static const char *header(const cg_fcgi_params_t *params, cg_request_t *rq, cons
     return v;
 }
 
+/* The head of a stream's answer; a HEAD's says it has no body, as over HTTP. */
+static void queue_stream_head(req_t *r)
+{
+    char headers[160];
+    snprintf(headers, sizeof headers, "Content-Type: %s\r\nX-Accel-Buffering: no\r\n%s",
+             r->ndjson ? "application/x-ndjson" : "text/event-stream",
+             r->head_only ? "Content-Length: 0\r\n" : "");
+    queue_head(r, 200, headers);
+}
+
 static void start_stream(req_t *r)
 {
-    char headers[128];
-    snprintf(headers, sizeof headers, "Content-Type: %s\r\nX-Accel-Buffering: no\r\n",
-             r->ndjson ? "application/x-ndjson" : "text/event-stream");
-    queue_head(r, 200, headers);
-    if (r->head_only) {
-        finish_req(r);
-        return;
-    }
+    queue_stream_head(r);
     /* As over HTTP: the SSE preamble, or an NDJSON heartbeat with the position
      * the stream starts from. */
     if (!r->ndjson) {
@@ -653,6 +658,11 @@ static void route(req_t *r, const cg_fcgi_params_t *params)
     r->endpoint = rq.endpoint;
     r->ndjson = rq.ndjson;
     r->limit = rq.limit;
+    if (!poll && r->head_only) { /* a stream's head, without subscribing */
+        queue_stream_head(r);
+        finish_req(r);
+        goto done;
+    }
     cg_sub_spec_t spec = {
         .filter = cg_request_take_filter(&rq),
         .project = cg_request_take_project(&rq),
@@ -782,8 +792,18 @@ static void service(conn_t *c)
         if (!pumped)
             break;
     }
-    if (!c->out_head && (c->eof || cg_fcgi_conn_should_close(c->proto)))
+    if (c->out_head)
+        return;
+    if (c->eof) {
         close_conn(c, -1);
+    } else if (cg_fcgi_conn_should_close(c->proto) && !c->linger_until) {
+        /* A lingering close: the web server may still be sending the request's
+         * last records (Apache writes its empty STDIN after the PARAMS we
+         * answered), and closing with input unread would reset the connection
+         * under it. So stop writing, and close at its EOF or LINGER_MS later. */
+        shutdown(c->fd, SHUT_WR);
+        c->linger_until = cg_hub_now_ms() + LINGER_MS;
+    }
 }
 
 /* A peer that breaks the protocol is worth a warning (a client pointed at the
@@ -896,8 +916,9 @@ static void listen_on_shard(shard_t *sh)
 }
 
 /* Once a second: connections whose output has not moved for --write-timeout
- * (a client that stopped reading, behind a web server that stopped too), and
- * connections idle with no request for IDLE_TIMEOUT_MS. */
+ * (a client that stopped reading, behind a web server that stopped too),
+ * lingering ones past their time, and connections idle with no request for
+ * IDLE_TIMEOUT_MS. */
 static void sweep(shard_t *sh, int64_t now)
 {
     int64_t write_ms = (int64_t)sh->fcgi->cfg->write_timeout * 1000;
@@ -905,6 +926,8 @@ static void sweep(shard_t *sh, int64_t now)
         next = c->next;
         if (c->out_head && now - c->written_ms > write_ms)
             close_conn(c, CG_DROP_WRITE_TIMEOUT);
+        else if (c->linger_until && now > c->linger_until)
+            close_conn(c, -1);
         else if (!c->reqs && now - c->active_ms > IDLE_TIMEOUT_MS)
             close_conn(c, -1);
     }

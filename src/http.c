@@ -226,14 +226,32 @@ static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max)
     return count_sent(c, n);
 }
 
-static enum MHD_Result start_stream(conn_ctx_t *c)
+static void add_stream_headers(conn_ctx_t *c, struct MHD_Response *r)
 {
-    struct MHD_Response *r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, STREAM_BLOCK_SIZE,
-                                                               stream_reader, c, NULL);
     MHD_add_response_header(r, "Content-Type",
                             c->req.ndjson ? "application/x-ndjson" : "text/event-stream");
     MHD_add_response_header(r, "X-Accel-Buffering", "no");
     add_common_headers(c, r);
+}
+
+/* HEAD on a stream: its head and nothing else, without subscribing. (A
+ * streaming response would make libmicrohttpd 0.9.75 send the chunked body's
+ * end marker after the head, which a keep-alive client reads as the start of
+ * its next answer.) */
+static enum MHD_Result send_stream_head(conn_ctx_t *c)
+{
+    struct MHD_Response *r = MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT);
+    add_stream_headers(c, r);
+    enum MHD_Result ret = MHD_queue_response(c->conn, MHD_HTTP_OK, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
+static enum MHD_Result start_stream(conn_ctx_t *c)
+{
+    struct MHD_Response *r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, STREAM_BLOCK_SIZE,
+                                                               stream_reader, c, NULL);
+    add_stream_headers(c, r);
     /* Something at once, so that the answer's head goes out now (libmicrohttpd
      * sends it with the first body bytes): the SSE preamble, or for NDJSON a
      * heartbeat with the position the stream starts from. */
@@ -492,6 +510,8 @@ static enum MHD_Result begin_request(conn_ctx_t *c, const char *url, const char 
         return send_metrics(c);
 
     bool poll = c->req.endpoint == CG_EP_POLL;
+    if (!poll && strcmp(method, "HEAD") == 0)
+        return send_stream_head(c);
     cg_sub_spec_t spec = {
         .filter = cg_request_take_filter(&c->req),
         .project = cg_request_take_project(&c->req),
