@@ -75,8 +75,7 @@ bench_start_devmongo --oplog-size "$OPLOG"
 bench_start_changegate main 100 --journal-size "$JOURNAL"
 echo "catchup: changegate :$cg_port (pid $cg_pid), journal $JOURNAL, devmongo oplog $OPLOG"
 rss_idle=$(bench_rss_kb "$cg_pid")
-(while kill -0 "$cg_pid" 2>/dev/null; do echo "$(date +%s.%N) $(bench_rss_kb "$cg_pid")"; sleep 0.2; done) >"$out/rss.txt" &
-bench_pids+=($!)
+bench_sample_rss "$out/rss.txt" "$cg_pid"
 
 # The position of the first event (seq 0): a reader listens while it is written, then leaves.
 reader first --expect 1 --first-seq 0 --ready-file "$out/ready-first"
@@ -116,7 +115,7 @@ catchup_events=$(metric changegate_catchup_events_total)
 catchup_peak=$(metric changegate_catchup_streams_peak)
 resets=$(curl -fsS "http://127.0.0.1:$cg_port/metrics" | awk '/^changegate_resets_total/ {s += $2} END {print s + 0}')
 load=$(cut -d' ' -f1 /proc/loadavg)
-rss_peak=$(awk '$2 > m {m = $2} END {print m + 0}' "$out/rss.txt")
+rss_peak=$(bench_peak_kb "$out/rss.txt")
 bench_stop_changegate
 
 read -r n secs rate cpu_share in_order gaps repeats rd_resets live_ok live_n < <(bench_json "$out/reader-main.json" \

@@ -97,7 +97,8 @@ bench_start_changegate() { # tag max-subscribers [options...]
 }
 
 # Starts loadclient in the background (sets $lc_pid) and waits until every
-# subscriber has the stream's first bytes.
+# subscriber has the stream's first bytes. It connects to changegate ($cg_port) unless
+# the options name another --port (a later option wins), e.g. a web server's in front.
 bench_start_loadclient() { # tag loadclient-options...
     local tag=$1
     shift
@@ -138,9 +139,32 @@ for k in sys.argv[2:]:
 print(" ".join(out))
 PYEOF
 }
-bench_rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
-# User + system CPU time of a process, in clock ticks.
-bench_cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+bench_ms() { awk -v u="$1" 'BEGIN {printf "%.1f", u / 1000}'; } # us -> ms, one decimal
+# VmRSS of processes, summed, in kB (0 for one that is gone).
+bench_rss_kb() { # pid...
+    local p
+    for p in "$@"; do cat "/proc/$p/status" 2>/dev/null; done | awk '/^VmRSS:/ {s += $2} END {print s + 0}'
+}
+# Every 0.2 s while the first PID lives, appends "<time> <kB>" to FILE: the VmRSS of
+# the PIDs summed. Runs in the background and is stopped with the rest.
+bench_sample_rss() { # file pid...
+    local file=$1
+    shift
+    (while kill -0 "$1" 2>/dev/null; do
+        echo "$(date +%s.%N) $(bench_rss_kb "$@")"
+        sleep 0.2
+    done) >"$file" &
+    bench_pids+=($!)
+}
+bench_peak_kb() { awk '$2 > m {m = $2} END {print m + 0}' "$1"; } # the highest sample
+# User + system CPU time of processes, summed, in clock ticks.
+bench_cpu_ticks() { # pid...
+    local p
+    for p in "$@"; do cat "/proc/$p/stat"; done | awk '{s += $14 + $15} END {print s + 0}'
+}
+# The machine's CPU time so far, in clock ticks: "<busy> <total>" (busy: all but idle
+# and iowait), summed over its CPUs.
+bench_host_ticks() { awk '$1 == "cpu" {print $2 + $3 + $4 + $7 + $8 + $9, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9}' /proc/stat; }
 bench_commit() { # BENCH_COMMIT (the binary's source), else HEAD of the checkout
     [ -n "${BENCH_COMMIT:-}" ] && { echo "$BENCH_COMMIT"; return; }
     git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo uncommitted

@@ -91,10 +91,15 @@ static struct {
     uint64_t min_heartbeats; /* each connection must get at least this many */
 } opt = {"127.0.0.1", "8080", "/events", NULL, 100, 30.0, 0, 0, 256, false, 1, 0, 0};
 
+/* Latency histogram: 10 us buckets up to 10 s, then 10 ms buckets up to 1,000 s (an
+ * overloaded run's backlog); beyond that only the maximum is known. */
 #define HIST_RES_US 10
-#define HIST_BUCKETS 1000000 /* 10 us buckets up to 10 s */
+#define HIST_FINE_US 10000000LL
+#define HIST_COARSE_RES_US 10000
+#define HIST_FINE (HIST_FINE_US / HIST_RES_US)
+#define HIST_BUCKETS (HIST_FINE + (1000000000LL - HIST_FINE_US) / HIST_COARSE_RES_US)
 static uint64_t *hist;
-static uint64_t hist_over, hist_count;
+static uint64_t hist_over_10s, hist_count;
 static int64_t lat_max = INT64_MIN, lat_min = INT64_MAX;
 static double lat_sum;
 
@@ -165,10 +170,12 @@ static void record_latency(int64_t lat)
 {
     if (lat < 0)
         lat = 0;
-    uint64_t b = (uint64_t)lat / HIST_RES_US;
-    if (b >= HIST_BUCKETS)
-        hist_over++;
-    else
+    uint64_t b = lat < HIST_FINE_US
+                     ? (uint64_t)lat / HIST_RES_US
+                     : HIST_FINE + (uint64_t)(lat - HIST_FINE_US) / HIST_COARSE_RES_US;
+    if (lat >= HIST_FINE_US)
+        hist_over_10s++;
+    if (b < HIST_BUCKETS) /* beyond: only lat_max knows */
         hist[b]++;
     hist_count++;
     lat_sum += (double)lat;
@@ -189,7 +196,9 @@ static int64_t percentile(double p)
     for (uint64_t b = 0; b < HIST_BUCKETS; b++) {
         acc += hist[b];
         if (acc > want)
-            return (int64_t)(b * HIST_RES_US + HIST_RES_US / 2);
+            return b < HIST_FINE ? (int64_t)(b * HIST_RES_US + HIST_RES_US / 2)
+                                 : (int64_t)(HIST_FINE_US + (b - HIST_FINE) * HIST_COARSE_RES_US +
+                                             HIST_COARSE_RES_US / 2);
     }
     return lat_max;
 }
@@ -745,6 +754,10 @@ int main(int argc, char **argv)
         free(c->req);
     }
     double close_s = now_mono() - t_close;
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    double cpu_s = (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 +
+                   (double)ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6;
     if (opt.connections == 0)
         minr = minh = 0;
     double window = t_last_event - t_first_event;
@@ -757,6 +770,7 @@ int main(int argc, char **argv)
            "\"events\": %" PRIu64 ", \"expect_per_connection\": %" PRIu64 ", "
            "\"min_received\": %" PRIu64 ", \"max_received\": %" PRIu64 ", "
            "\"complete\": %s, \"connect_s\": %.3f, \"run_s\": %.3f, \"window_s\": %.3f, "
+           "\"cpu_s\": %.3f, "
            "\"deliveries_per_s\": %.0f, \"latency_us\": {\"p50\": %" PRId64 ", \"p90\": %" PRId64
            ", \"p99\": %" PRId64 ", \"p999\": %" PRId64 ", \"max\": %" PRId64 ", \"mean\": %.0f, "
            "\"over_10s\": %" PRIu64 "}, \"gaps\": %" PRIu64 ", \"repeats\": %" PRIu64
@@ -768,9 +782,9 @@ int main(int argc, char **argv)
            "\"awaiting_first_bytes\": %d, \"streaming\": %d, \"closed\": %d, \"failed\": %d}}\n",
            opt.connections, n_ready, n_failed, n_closed, total_events, opt.expect, minr, maxr,
            complete ? "true" : "false", (ready_written ? t_ready : t_end) - t_start,
-           t_end - t_start, window, rate, percentile(0.50), percentile(0.90), percentile(0.99),
-           percentile(0.999), hist_count ? lat_max : -1,
-           hist_count ? lat_sum / (double)hist_count : -1.0, hist_over, gaps, repeats, resets,
+           t_end - t_start, window, cpu_s, rate, percentile(0.50), percentile(0.90),
+           percentile(0.99), percentile(0.999), hist_count ? lat_max : -1,
+           hist_count ? lat_sum / (double)hist_count : -1.0, hist_over_10s, gaps, repeats, resets,
            no_seq, misrouted, total_heartbeats, minh, maxh,
            opt.hold > 0 && ready_written ? t_close - t_ready : 0.0, close_s, in_state[C_IDLE],
            in_state[C_CONNECTING], in_state[C_SENDING], in_state[C_HEADERS], waiting_preamble,

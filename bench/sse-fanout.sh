@@ -30,8 +30,7 @@ bench_start_loadclient main --path /events --connections "$SUBSCRIBERS" --expect
     --duration $((DURATION + 60))
 echo "sse-fanout: $SUBSCRIBERS subscribers streaming; writing $RATE/s for ${DURATION}s"
 rss_connected=$(bench_rss_kb "$cg_pid")
-(while kill -0 "$cg_pid" 2>/dev/null; do echo "$(date +%s.%N) $(bench_rss_kb "$cg_pid")"; sleep 0.2; done) >"$out/rss.txt" &
-bench_pids+=($!)
+bench_sample_rss "$out/rss.txt" "$cg_pid"
 
 "$PY" "$here/writer.py" --uri "$mongo_uri" --rate "$RATE" --duration "$DURATION" \
     --doc-bytes "$DOC_BYTES" >"$out/writer.json"
@@ -40,7 +39,7 @@ lc_rc=0
 wait "$lc_pid" || lc_rc=$?
 echo "sse-fanout: loadclient: $(cat "$out/loadclient-main.json")"
 load=$(cut -d' ' -f1 /proc/loadavg)
-rss_peak=$(awk '$2 > m {m = $2} END {print m + 0}' "$out/rss.txt")
+rss_peak=$(bench_peak_kb "$out/rss.txt")
 bench_stop_changegate
 
 read -r deliveries p50 p99 gaps repeats complete written rate_w < <("$PY" - "$out/loadclient-main.json" "$out/writer.json" <<'PYEOF'
@@ -62,8 +61,7 @@ subscriber minus the writer's `ts_us`. RSS is changegate's VmRSS.
 | date | commit | scenario | subscribers | events/subscriber | writer rate/s | deliveries/s | latency p50 ms | latency p99 ms | RSS idle / connected / peak MB | all delivered | host (CPUs, load avg during run) | command |
 |---|---|---|---|---|---|---|---|---|---|---|---|---|
 HDR
-ms() { awk -v u="$1" 'BEGIN {printf "%.1f", u / 1000}'; }
-row="| $(date -u +%Y-%m-%dT%H:%MZ) | $(bench_commit) | sse-fanout | $SUBSCRIBERS | $EXPECT | $rate_w | $deliveries | $(ms "$p50") | $(ms "$p99") | $(bench_mb "$rss_idle") / $(bench_mb "$rss_connected") / $(bench_mb "$rss_peak") | $ok (gaps $gaps, repeats $repeats) | $(nproc) CPUs, load $load | \`$command_line\` |"
+row="| $(date -u +%Y-%m-%dT%H:%MZ) | $(bench_commit) | sse-fanout | $SUBSCRIBERS | $EXPECT | $rate_w | $deliveries | $(bench_ms "$p50") | $(bench_ms "$p99") | $(bench_mb "$rss_idle") / $(bench_mb "$rss_connected") / $(bench_mb "$rss_peak") | $ok (gaps $gaps, repeats $repeats) | $(nproc) CPUs, load $load | \`$command_line\` |"
 bench_append_row sse-fanout "$header" "$row"
 rm -f "$header"
 [ "$ok" = yes ] || bench_die 1 "not every subscriber received every event exactly once"

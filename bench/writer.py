@@ -68,7 +68,7 @@ def main():
     print(json.dumps({"written": count, "seconds": round(elapsed, 3),
                       "rate": round(count / elapsed, 1) if elapsed > 0 else None,
                       "doc_bytes": doc_size, "max_behind_s": round(behind_max, 3),
-                      "paused_s": round(paused, 3),
+                      "paused_s": round(paused, 3), "cpu_s": round(time.process_time(), 3),
                       "rate_writing": (round(count / (elapsed - paused), 1)
                                        if elapsed > paused else None)}))
     client.close()
