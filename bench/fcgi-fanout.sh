@@ -112,7 +112,7 @@ run() { # kind round
     local kind=$1 tag=$1$2 port path
     bench_start_devmongo
     bench_start_changegate "$tag" $((SUBSCRIBERS + 100)) --journal-size "$JOURNAL" \
-        --listen "fcgi:unix:$sock" --fcgi-socket-mode 0666
+        --listen "fcgi:unix:$sock" --fcgi-socket-mode 0666 --allow-public-unauthenticated
     port=$cg_port path=/events ng_procs=()
     if [ "$kind" = nginx ]; then
         start_nginx "$tag"

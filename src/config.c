@@ -40,6 +40,18 @@ enum {
     CG_OPT_CORS_ORIGIN,
     CG_OPT_FCGI_SOCKET_MODE,
     CG_OPT_FCGI_SOCKET_OWNER,
+    CG_OPT_AUTH,
+    CG_OPT_ALLOW_PUBLIC_UNAUTHENTICATED,
+    CG_OPT_JWT_SECRET_FILE,
+    CG_OPT_JWT_PUBLIC_KEY,
+    CG_OPT_JWT_ALGORITHMS,
+    CG_OPT_JWT_AUDIENCE,
+    CG_OPT_JWT_ISSUER,
+    CG_OPT_JWT_LEEWAY,
+    CG_OPT_JWT_COOKIE,
+    CG_OPT_ACCESS_TOKEN_PARAM,
+    CG_OPT_AUTH_RULE,
+    CG_OPT_OPS_ACCESS,
     CG_OPT_LOG_LEVEL,
     CG_OPT_CHECK_CONFIG,
     CG_OPT_VERSION,
@@ -73,6 +85,19 @@ static const struct {
     [CG_OPT_CORS_ORIGIN] = {"cors-origin", "ORIGIN", CG_OPTF_VALUE | CG_OPTF_REPEAT},
     [CG_OPT_FCGI_SOCKET_MODE] = {"fcgi-socket-mode", "MODE (octal, like 0660)", CG_OPTF_VALUE},
     [CG_OPT_FCGI_SOCKET_OWNER] = {"fcgi-socket-owner", "USER[:GROUP]", CG_OPTF_VALUE},
+    [CG_OPT_AUTH] = {"auth", "MODE (none or jwt)", CG_OPTF_VALUE},
+    [CG_OPT_ALLOW_PUBLIC_UNAUTHENTICATED] = {"allow-public-unauthenticated", NULL, 0},
+    [CG_OPT_JWT_SECRET_FILE] = {"jwt-secret-file", "FILE", CG_OPTF_VALUE},
+    [CG_OPT_JWT_PUBLIC_KEY] = {"jwt-public-key", "[KID=]FILE", CG_OPTF_VALUE | CG_OPTF_REPEAT},
+    [CG_OPT_JWT_ALGORITHMS] = {"jwt-algorithms", "LIST (like HS256,RS256)", CG_OPTF_VALUE},
+    [CG_OPT_JWT_AUDIENCE] = {"jwt-audience", "AUDIENCE", CG_OPTF_VALUE},
+    [CG_OPT_JWT_ISSUER] = {"jwt-issuer", "ISSUER", CG_OPTF_VALUE},
+    [CG_OPT_JWT_LEEWAY] = {"jwt-leeway", "SECONDS", CG_OPTF_VALUE},
+    [CG_OPT_JWT_COOKIE] = {"jwt-cookie", "NAME", CG_OPTF_VALUE},
+    [CG_OPT_ACCESS_TOKEN_PARAM] = {"access-token-param", "on or off", CG_OPTF_VALUE},
+    [CG_OPT_AUTH_RULE] = {"auth-rule", "JSON (a query with $$jwt.<claim> placeholders)",
+                          CG_OPTF_VALUE},
+    [CG_OPT_OPS_ACCESS] = {"ops-access", "any or loopback", CG_OPTF_VALUE},
     [CG_OPT_LOG_LEVEL] = {"log-level", "LEVEL", CG_OPTF_VALUE},
     [CG_OPT_CHECK_CONFIG] = {"check-config", NULL, CG_OPTF_CLI_ONLY},
     [CG_OPT_VERSION] = {"version", NULL, CG_OPTF_CLI_ONLY},
@@ -370,17 +395,24 @@ static void cg_config_read_file(cg_config_source_t *src, const cg_config_raw_t *
                               lineno, name);
             continue;
         }
-        if (*value == '\0') {
+        bool takes_value = cg_config_opts[opt].flags & CG_OPTF_VALUE;
+        if (takes_value && *value == '\0') {
             cg_config_problem(errs, "%s:%u: %s: missing value; expected %s", path, lineno, name,
                               cg_config_opts[opt].arg);
             continue;
         }
+        if (!takes_value && *value != '\0') {
+            cg_config_problem(errs, "%s:%u: %s: takes no value, but was given '%s'", path, lineno,
+                              name, cg_config_quote(value, q, sizeof q));
+            continue;
+        }
         cg_config_rawlist_t *l = &src->opt[opt];
         if (!(cg_config_opts[opt].flags & CG_OPTF_REPEAT) && l->n > 0) {
-            cg_config_problem(errs,
-                              "%s:%u: %s: already set on line %u; only listen and cors-origin "
-                              "may be given more than once",
-                              path, lineno, name, l->items[l->n - 1].line);
+            cg_config_problem(
+                errs,
+                "%s:%u: %s: already set on line %u; only listen, cors-origin and jwt-public-key "
+                "may be given more than once",
+                path, lineno, name, l->items[l->n - 1].line);
             continue;
         }
         cg_config_add(src, opt, value, bson_strdup_printf("%s:%u: %s", path, lineno, name), lineno);
@@ -1009,6 +1041,99 @@ static void cg_config_check_listen(cg_config_t *cfg, const cg_config_rawlist_t *
     }
 }
 
+bool cg_config_listen_is_loopback(const cg_listen_t *l)
+{
+    if (l->kind != CG_LISTEN_HTTP && l->kind != CG_LISTEN_FCGI_TCP)
+        return false;
+    struct in_addr a4;
+    struct in6_addr a6;
+    if (inet_pton(AF_INET, l->host, &a4) == 1)
+        return (ntohl(a4.s_addr) >> 24) == 127;
+    if (inet_pton(AF_INET6, l->host, &a6) == 1)
+        return IN6_IS_ADDR_LOOPBACK(&a6);
+    return strcasecmp(l->host, "localhost") == 0;
+}
+
+/* Takes a string option's value, or NULL. */
+static char *cg_config_string(const cg_config_raw_t *raw)
+{
+    return raw ? bson_strdup(raw->value) : NULL;
+}
+
+/* --auth and the token options. The keys, algorithms and rule themselves are
+ * loaded and checked at start (access.c), where --check-config checks them too;
+ * here, what the options say together. */
+static void cg_config_check_auth(cg_config_t *cfg, const cg_config_raw_t *const *one,
+                                 const cg_config_rawlist_t *keys, bool allow_public,
+                                 cg_config_errs_t *errs)
+{
+    char q[96];
+    const cg_config_raw_t *mode = one[CG_OPT_AUTH];
+    if (mode && strcmp(mode->value, "jwt") == 0)
+        cfg->auth_jwt = true;
+    else if (mode && strcmp(mode->value, "none") != 0)
+        cg_config_bad(errs, mode, CG_OPT_AUTH, "'%s' is not a mode; expected none or jwt",
+                      cg_config_quote(mode->value, q, sizeof q));
+    cfg->allow_public_unauthenticated = allow_public;
+    cfg->jwt_secret_file = cg_config_string(one[CG_OPT_JWT_SECRET_FILE]);
+    cfg->jwt_algorithms = cg_config_string(one[CG_OPT_JWT_ALGORITHMS]);
+    cfg->jwt_audience = cg_config_string(one[CG_OPT_JWT_AUDIENCE]);
+    cfg->jwt_issuer = cg_config_string(one[CG_OPT_JWT_ISSUER]);
+    cfg->jwt_cookie = cg_config_string(one[CG_OPT_JWT_COOKIE]);
+    cfg->auth_rule = cg_config_string(one[CG_OPT_AUTH_RULE]);
+    cfg->jwt_leeway = (unsigned)cg_config_check_uint(one[CG_OPT_JWT_LEEWAY], CG_OPT_JWT_LEEWAY, 30,
+                                                     0, 300, " of seconds", errs);
+    if (keys->n) {
+        cfg->jwt_public_keys = bson_malloc0(keys->n * sizeof *cfg->jwt_public_keys);
+        for (size_t i = 0; i < keys->n; i++)
+            cfg->jwt_public_keys[cfg->n_jwt_public_keys++] = bson_strdup(keys->items[i].value);
+    }
+    const cg_config_raw_t *atp = one[CG_OPT_ACCESS_TOKEN_PARAM];
+    cfg->access_token_param = !atp || strcmp(atp->value, "on") == 0;
+    if (atp && strcmp(atp->value, "on") != 0 && strcmp(atp->value, "off") != 0)
+        cg_config_bad(errs, atp, CG_OPT_ACCESS_TOKEN_PARAM, "'%s': expected on or off",
+                      cg_config_quote(atp->value, q, sizeof q));
+    const cg_config_raw_t *ops = one[CG_OPT_OPS_ACCESS];
+    cfg->ops_loopback_only = ops ? strcmp(ops->value, "loopback") == 0 : cfg->auth_jwt;
+    if (ops && strcmp(ops->value, "loopback") != 0 && strcmp(ops->value, "any") != 0)
+        cg_config_bad(errs, ops, CG_OPT_OPS_ACCESS, "'%s': expected any or loopback",
+                      cg_config_quote(ops->value, q, sizeof q));
+
+    if (cfg->auth_jwt) {
+        if (!cfg->jwt_secret_file && !cfg->n_jwt_public_keys)
+            cg_config_bad(errs, mode, CG_OPT_AUTH,
+                          "jwt needs a key: --jwt-secret-file FILE (HS256/384/512) or "
+                          "--jwt-public-key [KID=]FILE (RS256, ES256)");
+        return;
+    }
+    static const int jwt_only[] = {CG_OPT_JWT_SECRET_FILE, CG_OPT_JWT_ALGORITHMS,
+                                   CG_OPT_JWT_AUDIENCE,    CG_OPT_JWT_ISSUER,
+                                   CG_OPT_JWT_LEEWAY,      CG_OPT_JWT_COOKIE,
+                                   CG_OPT_AUTH_RULE,       CG_OPT_ACCESS_TOKEN_PARAM};
+    for (size_t i = 0; i < sizeof jwt_only / sizeof jwt_only[0]; i++)
+        if (one[jwt_only[i]])
+            cg_config_bad(errs, one[jwt_only[i]], jwt_only[i], "takes effect only with --auth jwt");
+    if (keys->n)
+        cg_config_bad(errs, &keys->items[0], CG_OPT_JWT_PUBLIC_KEY,
+                      "takes effect only with --auth jwt");
+    for (size_t i = 0; i < cfg->n_listen && !allow_public; i++) {
+        if (!cg_config_listen_is_loopback(&cfg->listen[i]))
+            cg_config_problem(
+                errs,
+                "--listen %s: with --auth none (the default) every change is served "
+                "to anyone who can connect, and %s %s; listen on loopback "
+                "(127.0.0.1, [::1]), use --auth jwt, or say so with "
+                "--allow-public-unauthenticated",
+                cg_config_quote(cfg->listen[i].spec, q, sizeof q),
+                cfg->listen[i].kind == CG_LISTEN_HTTP || cfg->listen[i].kind == CG_LISTEN_FCGI_TCP
+                    ? "this address is"
+                    : "a web server in front of a FastCGI socket makes it",
+                cfg->listen[i].kind == CG_LISTEN_HTTP || cfg->listen[i].kind == CG_LISTEN_FCGI_TCP
+                    ? "reachable from other machines"
+                    : "as public as the web server");
+    }
+}
+
 /* --fcgi-socket-mode: octal permission bits, like chmod's. */
 static void cg_config_check_socket_mode(cg_config_t *cfg, const cg_config_raw_t *raw,
                                         cg_config_errs_t *errs)
@@ -1165,6 +1290,8 @@ int cg_config_parse(cg_config_t *cfg, int argc, char **argv, char *err, size_t e
                          &errs);
     cg_config_check_listen(cfg, pick[CG_OPT_LISTEN], &errs);
     cg_config_check_socket_mode(cfg, one[CG_OPT_FCGI_SOCKET_MODE], &errs);
+    cg_config_check_auth(cfg, one, pick[CG_OPT_JWT_PUBLIC_KEY],
+                         pick[CG_OPT_ALLOW_PUBLIC_UNAUTHENTICATED]->n > 0, &errs);
     cg_config_check_socket_owner(cfg, one[CG_OPT_FCGI_SOCKET_OWNER], &errs);
 
     const cg_config_raw_t *sd = one[CG_OPT_STATE_DIR];
@@ -1224,6 +1351,15 @@ void cg_config_free(cg_config_t *cfg)
         bson_free(cfg->listen[i].path);
     }
     bson_free(cfg->listen);
+    bson_free(cfg->jwt_secret_file);
+    for (size_t i = 0; i < cfg->n_jwt_public_keys; i++)
+        bson_free(cfg->jwt_public_keys[i]);
+    bson_free(cfg->jwt_public_keys);
+    bson_free(cfg->jwt_algorithms);
+    bson_free(cfg->jwt_audience);
+    bson_free(cfg->jwt_issuer);
+    bson_free(cfg->jwt_cookie);
+    bson_free(cfg->auth_rule);
     bson_free(cfg->state_dir);
     for (size_t i = 0; i < cfg->n_cors_origins; i++)
         bson_free(cfg->cors_origins[i]);
@@ -1291,6 +1427,36 @@ void cg_config_usage(FILE *out)
           "  --cors-origin ORIGIN   an origin allowed to subscribe from a browser: * or\n"
           "                         http(s)://HOST[:PORT] with no path; repeatable\n"
           "                         (default: none)\n"
+          "  --auth MODE            none or jwt (default: none). none serves every change\n"
+          "                         to whoever connects, so it is refused on listeners\n"
+          "                         beyond loopback (FastCGI sockets included) unless\n"
+          "                         --allow-public-unauthenticated is given (logged)\n"
+          "  --allow-public-unauthenticated\n"
+          "                         allow --auth none on such listeners\n"
+          "  --jwt-secret-file FILE HMAC secret for HS256/384/512 tokens (the file's\n"
+          "                         bytes without a trailing newline, 32 bytes or more)\n"
+          "  --jwt-public-key [KID=]FILE  PEM public key for RS256 (RSA, 2048 bits or\n"
+          "                         more) or ES256 (P-256); repeatable for rotation; a\n"
+          "                         token's kid picks the key (KID, else the file name\n"
+          "                         without directory and extension)\n"
+          "  --jwt-algorithms LIST  accepted algorithms, e.g. RS256,ES256 (default: what\n"
+          "                         the keys can verify; never none)\n"
+          "  --jwt-audience AUD     tokens must carry this aud (default: not checked)\n"
+          "  --jwt-issuer ISS       tokens must carry this iss (default: not checked)\n"
+          "  --jwt-leeway SECONDS   clock skew allowed for exp and nbf, 0 to 300\n"
+          "                         (default: 30)\n"
+          "  --jwt-cookie NAME      also take the token from this cookie (EventSource\n"
+          "                         cannot set headers but sends cookies)\n"
+          "  --access-token-param on|off  also take the token from ?access_token=\n"
+          "                         (never logged; default: on)\n"
+          "  --auth-rule JSON       a filter every subscriber's events must also match,\n"
+          "                         with $$jwt.<claim> placeholders filled from its token,\n"
+          "                         e.g. '{\"fullDocument.owner_id\": \"$$jwt.sub\"}'; it is\n"
+          "                         evaluated on fullDocument, or on\n"
+          "                         fullDocumentBeforeChange for events without one\n"
+          "  --ops-access MODE      who may read /healthz and /metrics: any, or loopback\n"
+          "                         peers only (default: loopback with --auth jwt, else\n"
+          "                         any)\n"
           "  --log-level LEVEL      error, warn, info or debug (default: info)\n"
           "  --check-config         validate the configuration, print every problem, and\n"
           "                         exit 0 if there is none, 1 otherwise\n"
@@ -1303,8 +1469,9 @@ void cg_config_usage(FILE *out)
           "set as a \"name value\" line, the name without the leading dashes; the value\n"
           "is the rest of the line. A line starting with # is a comment, and so is the\n"
           "rest of a line from a # that follows a space or tab outside a double-quoted\n"
-          "string. listen and cors-origin may be given on several lines; other options\n"
-          "only once. A command-line option overrides the file; for listen and\n"
+          "string. listen, cors-origin and jwt-public-key may be given on several lines;\n"
+          "other options only once; allow-public-unauthenticated is a line of its own.\n"
+          "A command-line option overrides the file; for listen and\n"
           "cors-origin, the command line's list replaces the file's.\n"
           "\n"
           "Endpoints:\n"

@@ -51,7 +51,19 @@ typedef struct cg_config {
     unsigned fcgi_socket_mode; /* fcgi:unix: sockets' permissions, default 0660 */
     long fcgi_socket_uid;      /* their owner, -1: ours (--fcgi-socket-owner USER[:GROUP]) */
     long fcgi_socket_gid;      /* their group, -1: ours */
-    char **cors_origins;       /* "*" or "scheme://host[:port]" */
+    bool auth_jwt;             /* --auth jwt (else none) */
+    bool allow_public_unauthenticated; /* --auth none on listeners beyond loopback */
+    char *jwt_secret_file;             /* NULL when none */
+    char **jwt_public_keys;            /* "[KID=]FILE" as written */
+    size_t n_jwt_public_keys;
+    char *jwt_algorithms;            /* as written; NULL: what the keys can verify */
+    char *jwt_audience, *jwt_issuer; /* NULL when not required */
+    unsigned jwt_leeway;             /* seconds, default 30 */
+    char *jwt_cookie;                /* cookie name, NULL when none */
+    bool access_token_param;         /* ?access_token= accepted, default on */
+    char *auth_rule;                 /* JSON as written, NULL when none */
+    bool ops_loopback_only;          /* /healthz, /metrics for loopback peers only */
+    char **cors_origins;             /* "*" or "scheme://host[:port]" */
     size_t n_cors_origins;
     cg_log_level_t log_level;
     bool check_config, show_version, show_help;
@@ -74,6 +86,11 @@ unsigned cg_config_max_connections(const cg_config_t *cfg);
  * Returns 0, or -1 with a message in err. */
 int cg_config_listen_addr(const cg_listen_t *l, struct sockaddr_storage *addr, socklen_t *len,
                           char *err, size_t errlen);
+
+/* Whether a listener is reachable from this machine only: a TCP listener on
+ * a loopback address. FastCGI sockets are not (the web server in front
+ * publishes them). */
+bool cg_config_listen_is_loopback(const cg_listen_t *l);
 
 /* Writes the --help text. */
 void cg_config_usage(FILE *out);

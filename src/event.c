@@ -47,6 +47,45 @@ static void free_frames(cg_frames_t *f)
     bson_free(f->ndjson);
 }
 
+/* Sets ev->has_subject and, when the subject view differs from the event,
+ * ev->subject_copy: the event with fullDocument (missing or null) replaced by
+ * fullDocumentBeforeChange, in fullDocument's place or at the end. Every
+ * other field is kept as it is, which the hub's index look-up relies on. */
+static void make_subject(cg_event_t *ev)
+{
+    bson_iter_t it, before;
+    if (bson_iter_init_find(&it, ev->doc, "fullDocument") && !BSON_ITER_HOLDS_NULL(&it)) {
+        ev->has_subject = true;
+        return;
+    }
+    if (!bson_iter_init_find(&before, ev->doc, "fullDocumentBeforeChange") ||
+        !BSON_ITER_HOLDS_DOCUMENT(&before))
+        return;
+    bson_t *copy = bson_new();
+    bool placed = false;
+    bson_iter_init(&it, ev->doc);
+    while (bson_iter_next(&it)) {
+        if (strcmp(bson_iter_key(&it), "fullDocument") == 0) {
+            if (!placed)
+                bson_append_iter(copy, "fullDocument", -1, &before);
+            placed = true;
+        } else {
+            bson_append_iter(copy, NULL, -1, &it);
+        }
+    }
+    if (!placed)
+        bson_append_iter(copy, "fullDocument", -1, &before);
+    ev->subject_copy = copy;
+    ev->has_subject = true;
+}
+
+const bson_t *cg_event_subject(const cg_event_t *ev)
+{
+    if (ev->kind != CG_EVENT_CHANGE || !ev->has_subject)
+        return NULL;
+    return ev->subject_copy ? ev->subject_copy : ev->doc;
+}
+
 cg_event_t *cg_event_new_change(const bson_t *change, char *err, size_t errlen)
 {
     bson_iter_t it;
@@ -79,6 +118,7 @@ cg_event_t *cg_event_new_change(const bson_t *change, char *err, size_t errlen)
     ev->position = position;
     ev->doc = bson_copy(change);
     ev->op = utf8_field(change, "operationType");
+    make_subject(ev);
     if (bson_iter_init_find(&it, change, "clusterTime") && BSON_ITER_HOLDS_TIMESTAMP(&it)) {
         uint32_t t, i;
         bson_iter_timestamp(&it, &t, &i);
@@ -148,6 +188,8 @@ void cg_event_unref(cg_event_t *ev)
     bson_free(ev->position);
     if (ev->doc)
         bson_destroy(ev->doc);
+    if (ev->subject_copy)
+        bson_destroy(ev->subject_copy);
     bson_free(ev->op);
     bson_free(ev->reason);
     free_frames(&ev->frames);
@@ -166,4 +208,19 @@ char *cg_event_heartbeat(bool ndjson, const char *position)
         return bson_strdup(ndjson ? "{\"heartbeat\":true}\n" : ": heartbeat\n\n");
     return ndjson ? bson_strdup_printf("{\"heartbeat\":true,\"lastEventId\":\"%s\"}\n", position)
                   : bson_strdup_printf(": heartbeat\nid: %s\n\n", position);
+}
+
+char *cg_event_expired(bool ndjson, const char *position)
+{
+    if (ndjson)
+        return position ? bson_strdup_printf("{\"expired\":{\"reason\":\"token_expired\","
+                                             "\"lastEventId\":\"%s\"}}\n",
+                                             position)
+                        : bson_strdup("{\"expired\":{\"reason\":\"token_expired\","
+                                      "\"lastEventId\":null}}\n");
+    return position ? bson_strdup_printf("event: expired\nid: %s\ndata: {\"reason\":"
+                                         "\"token_expired\",\"lastEventId\":\"%s\"}\n\n",
+                                         position, position)
+                    : bson_strdup("event: expired\ndata: {\"reason\":\"token_expired\","
+                                  "\"lastEventId\":null}\n\n");
 }

@@ -41,7 +41,9 @@ typedef struct cg_event {
     uint64_t seq;   /* assigned by cg_journal_append() */
     char *position; /* CHANGE: its _id; RESET/MARK: where the stream (re)starts; may be NULL */
     bson_t *doc;    /* CHANGE only: the change event */
-    char *op;       /* operationType, or NULL */
+    bson_t *subject_copy;      /* see cg_event_subject(); NULL when not needed */
+    bool has_subject;          /* false: the event is about no document it carries */
+    char *op;                  /* operationType, or NULL */
     int64_t cluster_time;      /* clusterTime seconds, 0 if absent */
     char *reason;              /* RESET only */
     cg_frames_t frames;        /* the whole event */
@@ -51,6 +53,16 @@ typedef struct cg_event {
 /* Copies `change` (a change event; its _id is the resume token). Returns an
  * event holding one reference, or NULL with a message in err. */
 cg_event_t *cg_event_new_change(const bson_t *change, char *err, size_t errlen);
+/* The event as seen by an authorization rule, which is about "the document
+ * the event is about": ev->doc itself when it has a fullDocument (present and
+ * not null); else, when it has a fullDocumentBeforeChange document (a delete,
+ * an update of a document deleted since, with pre-images on), a copy of the
+ * event whose fullDocument is that pre-image, made once when the event is
+ * built; else NULL (the event is about no document it carries: a rule matches
+ * nothing there). So a rule keeps its natural paths ("fullDocument.owner_id")
+ * and also covers deletes. NULL for RESET and MARK. */
+const bson_t *cg_event_subject(const cg_event_t *ev);
+
 /* position may be NULL (no known position); reason is a short code. */
 cg_event_t *cg_event_new_reset(const char *position, const char *reason);
 cg_event_t *cg_event_new_mark(const char *position);
@@ -72,6 +84,12 @@ const cg_frames_t *cg_event_frames(cg_event_t *ev, const struct cg_project *proj
  * message moves EventSource's lastEventId without firing an event. Positions
  * are URL-safe, so they need no escaping. A new string (bson_free()). */
 char *cg_event_heartbeat(bool ndjson, const char *position);
+
+/* The message that ends a stream whose token expired: SSE `event: expired`
+ * (with the position to resume from as its id, when known) or the NDJSON
+ * line {"expired": {"lastEventId": ...}}. The client reconnects with a fresh
+ * token and its position, and misses nothing. A new string (bson_free()). */
+char *cg_event_expired(bool ndjson, const char *position);
 
 cg_event_t *cg_event_ref(cg_event_t *ev);
 void cg_event_unref(cg_event_t *ev);

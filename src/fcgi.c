@@ -87,8 +87,9 @@ typedef struct req {
     uint16_t id;
     cg_endpoint_t endpoint;
     bool ndjson, head_only;
-    unsigned limit; /* long-poll */
-    char *origin;   /* the CORS origin its answers echo (cg_request_cors()), or NULL */
+    unsigned limit;     /* long-poll */
+    char *origin;       /* the CORS origin its answers echo (cg_request_cors()), or NULL */
+    int64_t expires_ms; /* when its token expires (a stream ends then); 0: never */
     bool origin_credentials;
     cg_sub_t *sub;
     cg_transport_t transport;
@@ -144,6 +145,7 @@ struct cg_fcgi {
     const cg_config_t *cfg;
     cg_hub_t *hub;
     cg_watcher_t *watcher;
+    const cg_access_t *access;
     cg_fcgi_limits_t limits;
     char *spec;
 };
@@ -384,6 +386,20 @@ static void answer(req_t *r, unsigned status, const char *ctype, char *body,
 
 static void answer_error(req_t *r, const cg_request_t *rq, const char *retry_after)
 {
+    if (rq->www_authenticate) { /* a 401 */
+        char *body = cg_request_error_json(rq);
+        char headers[256];
+        snprintf(headers, sizeof headers,
+                 "Content-Type: application/json\r\nContent-Length: %zu\r\n"
+                 "WWW-Authenticate: %s\r\n",
+                 strlen(body), CG_ACCESS_CHALLENGE);
+        queue_head(r, (unsigned)rq->status, headers);
+        if (!r->head_only)
+            queue_stdout_copy(r->conn, r->id, body, strlen(body));
+        free(body);
+        finish_req(r);
+        return;
+    }
     answer(r, (unsigned)rq->status, "application/json", cg_request_error_json(rq), retry_after,
            rq->allow);
 }
@@ -403,6 +419,21 @@ static void queue_heartbeat(req_t *r)
     bson_free(position);
 }
 
+/* The token expired: the `expired` message ends the stream. */
+static void end_expired(req_t *r)
+{
+    cg_fcgi_t *f = r->conn->shard->fcgi;
+    char *position = cg_hub_sub_position(f->hub, r->sub);
+    char *msg = cg_event_expired(r->ndjson, position);
+    size_t len = strlen(msg);
+    queue_stdout_copy(r->conn, r->id, msg, len);
+    r->sent += len;
+    cg_metrics_sent(r->transport, 1, len);
+    bson_free(msg);
+    bson_free(position);
+    finish_req(r);
+}
+
 /* Moves a stream's events from the hub into its connection's output until
  * the hub has nothing (parked), the output is full (blocked) or the stream
  * ends. */
@@ -411,6 +442,12 @@ static void pump_stream(req_t *r)
     conn_t *c = r->conn;
     cg_hub_t *hub = c->shard->fcgi->hub;
     while (c->out_bytes < HIGH_WATER) {
+        /* Checked before taking the next event, so that the expired message's
+         * position is the last one this client got. */
+        if (r->expires_ms && cg_hub_now_ms() >= r->expires_ms) {
+            end_expired(r);
+            return;
+        }
         cg_event_t *ev;
         const cg_frames_t *fr;
         switch (cg_hub_next(hub, r->sub, true, &ev, &fr)) {
@@ -430,8 +467,10 @@ static void pump_stream(req_t *r)
             break;
         case CG_NEXT_PARKED:
             return;
+        case CG_NEXT_TIMEOUT: /* a stream's only deadline is its token's expiry */
+            end_expired(r);
+            return;
         case CG_NEXT_END:
-        case CG_NEXT_TIMEOUT:
         case CG_NEXT_EMPTY:
             finish_req(r);
             return;
@@ -641,8 +680,26 @@ static void route(req_t *r, const cg_fcgi_params_t *params)
         send_preflight(r);
         goto done;
     }
-    if (cg_request_query(&rq, t.query, strlen(t.query)) != 0 ||
-        cg_request_finish(&rq, last_id, accept) != 0)
+    rq.access_token_ok = cg_access_query_token(f->access);
+    if (cg_request_query(&rq, t.query, strlen(t.query)) != 0)
+        goto error;
+    if (rq.endpoint == CG_EP_HEALTHZ || rq.endpoint == CG_EP_METRICS) {
+        /* The peer is the web server's client, as the web server says. */
+        if (!cg_access_ops_allowed_text(f->access,
+                                        cg_fcgi_params_get(params, "REMOTE_ADDR", NULL))) {
+            cg_request_fail(&rq, 403, "forbidden", CG_ACCESS_OPS_REFUSED);
+            goto error;
+        }
+    } else {
+        cg_grant_t grant;
+        if (cg_access_check(
+                f->access, &rq, header(params, &rq, "HTTP_AUTHORIZATION", "bad_request"),
+                header(params, &rq, "HTTP_COOKIE", "bad_request"), rq.access_token, &grant) != 0)
+            goto error;
+        r->expires_ms = grant.expires_ms;
+        cg_grant_clear(&grant);
+    }
+    if (cg_request_finish(&rq, last_id, accept) != 0)
         goto error;
     if (rq.endpoint == CG_EP_HEALTHZ) {
         unsigned code;
@@ -668,7 +725,8 @@ static void route(req_t *r, const cg_fcgi_params_t *params)
         .project = cg_request_take_project(&rq),
         .position = rq.position,
         .heartbeats = !poll,
-        .deadline_ms = poll ? cg_hub_now_ms() + (int64_t)rq.timeout_s * 1000 : 0,
+        .deadline_ms = cg_access_deadline(poll ? cg_hub_now_ms() + (int64_t)rq.timeout_s * 1000 : 0,
+                                          r->expires_ms),
         .ops = &sub_ops,
         .ctx = r,
     };
@@ -1160,12 +1218,13 @@ static bool start_shard(cg_fcgi_t *f, shard_t *sh)
 }
 
 cg_fcgi_t *cg_fcgi_start(const cg_listen_t *listen, const cg_config_t *cfg, cg_hub_t *hub,
-                         cg_watcher_t *watcher, char *err, size_t errlen)
+                         cg_watcher_t *watcher, const cg_access_t *access, char *err, size_t errlen)
 {
     cg_fcgi_t *f = bson_malloc0(sizeof *f);
     f->cfg = cfg;
     f->hub = hub;
     f->watcher = watcher;
+    f->access = access;
     f->spec = bson_strdup(listen->spec);
     atomic_init(&f->stop, false);
     atomic_init(&f->quiesced, false);

@@ -12,6 +12,7 @@
 
 #include <stddef.h>
 
+#include "access.h"
 #include "config.h"
 #include "hub.h"
 #include "watcher.h"
@@ -22,7 +23,8 @@ typedef struct cg_fcgi cg_fcgi_t;
  * watcher must outlive the front end. Returns NULL with err on failure (an
  * address in use, no socket passed by systemd...). */
 cg_fcgi_t *cg_fcgi_start(const cg_listen_t *listen, const cg_config_t *cfg, cg_hub_t *hub,
-                         cg_watcher_t *watcher, char *err, size_t errlen);
+                         cg_watcher_t *watcher, const cg_access_t *access, char *err,
+                         size_t errlen);
 /* Stops accepting new connections (a Unix socket's file is removed); open
  * ones continue. */
 void cg_fcgi_quiesce(cg_fcgi_t *fcgi);

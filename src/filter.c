@@ -22,7 +22,15 @@ struct cg_filter {
     uint32_t n_ids;
     cg_match_t *query; /* the `filter` parameter, until compiled in */
     bool has_query;
+    char *query_json;  /* its text, until compiled: compiled again into `index` */
     cg_match_t *match; /* the whole tree, after cg_filter_compile() */
+    /* The authorization rule (cg_filter_set_rule), evaluated on the event's
+     * subject view rather than on the event, so it cannot join `match`. */
+    cg_match_t *rule;
+    bson_t *rule_query; /* until compiled: compiled again into `index` */
+    /* With a rule: rule AND the user's filter, as one tree, only for the
+     * matching index's required equalities (never evaluated). */
+    cg_match_t *index;
 };
 
 /* The operation types MongoDB 6.0 emits (with showExpandedEvents for the DDL ones). */
@@ -64,7 +72,12 @@ void cg_filter_free(cg_filter_t *f)
     bson_free(f->ops);
     bson_destroy(f->ids);
     cg_match_free(f->query);
+    bson_free(f->query_json);
     cg_match_free(f->match);
+    cg_match_free(f->rule);
+    if (f->rule_query)
+        bson_destroy(f->rule_query);
+    cg_match_free(f->index);
     bson_free(f);
 }
 
@@ -186,6 +199,20 @@ int cg_filter_set_query(cg_filter_t *f, const char *json, char *err, size_t errl
     if (!f->query)
         return -1;
     f->has_query = true;
+    f->query_json = bson_strdup(json);
+    return 0;
+}
+
+int cg_filter_set_rule(cg_filter_t *f, const bson_t *rule, char *err, size_t errlen)
+{
+    if (f->rule || f->match) {
+        snprintf(err, errlen, "auth rule is given more than once, or after compiling");
+        return -1;
+    }
+    f->rule = cg_match_compile(rule, "auth rule", err, errlen);
+    if (!f->rule)
+        return -1;
+    f->rule_query = bson_copy(rule);
     return 0;
 }
 
@@ -258,31 +285,77 @@ static bool shorthand_query(const cg_filter_t *f, bson_t *q)
     return n > 0;
 }
 
-int cg_filter_compile(cg_filter_t *f, char *err, size_t errlen)
+/* The shorthands compiled (an always-true tree when there are none). */
+static cg_match_t *shorthand_tree(const cg_filter_t *f, char *err, size_t errlen)
 {
     bson_t q;
+    cg_match_t *m;
     if (shorthand_query(f, &q)) {
-        f->match = cg_match_compile(&q, "ns/op/id", err, errlen);
+        m = cg_match_compile(&q, "ns/op/id", err, errlen);
     } else {
         bson_t empty = BSON_INITIALIZER;
-        f->match = cg_match_compile(&empty, "filter", err, errlen);
+        m = cg_match_compile(&empty, "filter", err, errlen);
     }
     bson_destroy(&q);
+    return m;
+}
+
+/* The index tree: the rule first, so that on a tie (index.c's choice) the
+ * rule's equality wins: it is bound to one token, so it is usually the most
+ * selective ("fullDocument.owner_id" = this user), where the user's own
+ * equalities are often shared by many subscribers. Compiled anew from the
+ * texts because a compiled tree cannot be copied or shared. */
+static cg_match_t *index_tree(const cg_filter_t *f, char *err, size_t errlen)
+{
+    cg_match_t *rule = cg_match_compile(f->rule_query, "auth rule", err, errlen);
+    cg_match_t *user = rule ? shorthand_tree(f, err, errlen) : NULL;
+    cg_match_t *query = NULL;
+    if (user && f->query_json) {
+        query = cg_match_compile_json(f->query_json, strlen(f->query_json), "filter", err, errlen);
+        if (!query) {
+            cg_match_free(user);
+            user = NULL;
+        }
+    }
+    if (!user) {
+        cg_match_free(rule);
+        return NULL;
+    }
+    return cg_match_and(rule, cg_match_and(user, query));
+}
+
+int cg_filter_compile(cg_filter_t *f, char *err, size_t errlen)
+{
+    f->match = shorthand_tree(f, err, errlen);
     if (!f->match)
         return -1;
+    if (f->rule_query) {
+        f->index = index_tree(f, err, errlen);
+        if (!f->index)
+            return -1;
+        bson_destroy(f->rule_query);
+        f->rule_query = NULL;
+    }
     if (f->query) {
         f->match = cg_match_and(f->match, f->query);
         f->query = NULL;
     }
+    bson_free(f->query_json); /* 16 KiB at most, but per subscriber: not kept */
+    f->query_json = NULL;
     return 0;
 }
 
 bool cg_filter_match(const cg_filter_t *f, const cg_event_t *ev)
 {
-    return ev->kind == CG_EVENT_CHANGE && cg_match_eval(f->match, ev->doc);
+    if (ev->kind != CG_EVENT_CHANGE || !cg_match_eval(f->match, ev->doc))
+        return false;
+    if (!f->rule)
+        return true;
+    const bson_t *subject = cg_event_subject(ev);
+    return subject && cg_match_eval(f->rule, subject);
 }
 
 const cg_match_t *cg_filter_tree(const cg_filter_t *f)
 {
-    return f->match;
+    return f->index ? f->index : f->match;
 }

@@ -76,6 +76,7 @@ struct cg_http {
     const cg_config_t *cfg;
     cg_hub_t *hub;
     cg_watcher_t *watcher;
+    const cg_access_t *access;
     char *spec;
 };
 
@@ -97,8 +98,9 @@ typedef struct {
     cg_transport_t transport; /* subscribed: how (for /metrics) */
     int64_t since_ms;         /* subscribed: when */
     unsigned long long sent, sent_msgs; /* subscribed: body bytes and messages sent */
-    int watch_fd; /* subscribed: its socket, in the shard's epoll set for hang-ups; else -1 */
-    bool hangup;  /* the client closed its side: end the stream, answer the poll now */
+    int64_t expires_ms; /* subscribed: when its token expires (streams end then); 0: never */
+    int watch_fd;       /* subscribed: its socket, in the shard's epoll set for hang-ups; else -1 */
+    bool hangup;        /* the client closed its side: end the stream, answer the poll now */
 } conn_ctx_t;
 
 static void on_park(void *ctx)
@@ -143,7 +145,17 @@ static enum MHD_Result send_json(conn_ctx_t *c, unsigned status, char *body,
 
 static enum MHD_Result send_error(conn_ctx_t *c, const char *retry_after)
 {
-    return send_json(c, (unsigned)c->req.status, cg_request_error_json(&c->req), retry_after);
+    char *body = cg_request_error_json(&c->req);
+    if (!c->req.www_authenticate)
+        return send_json(c, (unsigned)c->req.status, body, retry_after);
+    struct MHD_Response *r =
+        MHD_create_response_from_buffer(strlen(body), body, MHD_RESPMEM_MUST_FREE);
+    MHD_add_response_header(r, "Content-Type", "application/json");
+    MHD_add_response_header(r, "WWW-Authenticate", CG_ACCESS_CHALLENGE);
+    add_common_headers(c, r);
+    enum MHD_Result ret = MHD_queue_response(c->conn, (unsigned)c->req.status, r);
+    MHD_destroy_response(r);
+    return ret;
 }
 
 /* ---- streams (SSE and NDJSON) ---- */
@@ -158,6 +170,19 @@ static void make_heartbeat(conn_ctx_t *c)
     c->lit = c->heartbeat;
     c->lit_len = strlen(c->lit);
     c->lit_off = 0;
+}
+
+/* The token expired: the `expired` message is the stream's last. */
+static void make_expired(conn_ctx_t *c)
+{
+    char *position = cg_hub_sub_position(c->http->hub, c->sub);
+    bson_free(c->heartbeat);
+    c->heartbeat = cg_event_expired(c->req.ndjson, position);
+    bson_free(position);
+    c->lit = c->heartbeat;
+    c->lit_len = strlen(c->lit);
+    c->lit_off = 0;
+    c->ending = true;
 }
 
 static ssize_t count_sent(conn_ctx_t *c, size_t n)
@@ -200,6 +225,12 @@ static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max)
         }
         if (c->ending)
             break;
+        /* Checked before taking the next event, so that the expired message's
+         * position is the last one this client got. */
+        if (c->expires_ms && cg_hub_now_ms() >= c->expires_ms) {
+            make_expired(c);
+            continue;
+        }
         cg_event_t *ev;
         const cg_frames_t *frames;
         switch (cg_hub_next(c->http->hub, c->sub, n == 0, &ev, &frames)) {
@@ -213,8 +244,10 @@ static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max)
             continue;
         case CG_NEXT_PARKED: /* suspended by on_park; resumed by on_wake */
             return 0;
+        case CG_NEXT_TIMEOUT: /* a stream's only deadline is its token's expiry */
+            make_expired(c);
+            continue;
         case CG_NEXT_END:
-        case CG_NEXT_TIMEOUT:
             c->ending = true;
             break;
         case CG_NEXT_EMPTY:
@@ -499,7 +532,28 @@ static enum MHD_Result begin_request(conn_ctx_t *c, const char *url, const char 
         return send_error(c, NULL);
     if (preflight)
         return send_preflight(c);
+    c->req.access_token_ok = cg_access_query_token(http->access);
     MHD_get_connection_values_n(c->conn, MHD_GET_ARGUMENT_KIND, collect_param, c);
+    if (c->req.status)
+        return send_error(c, NULL);
+    bool ops = c->req.endpoint == CG_EP_HEALTHZ || c->req.endpoint == CG_EP_METRICS;
+    if (ops) {
+        const union MHD_ConnectionInfo *peer =
+            MHD_get_connection_info(c->conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+        if (!cg_access_ops_allowed(http->access, peer ? peer->client_addr : NULL)) {
+            cg_request_fail(&c->req, 403, "forbidden", CG_ACCESS_OPS_REFUSED);
+            return send_error(c, NULL);
+        }
+    } else {
+        cg_grant_t grant;
+        if (cg_access_check(http->access, &c->req,
+                            MHD_lookup_connection_value(c->conn, MHD_HEADER_KIND, "Authorization"),
+                            MHD_lookup_connection_value(c->conn, MHD_HEADER_KIND, "Cookie"),
+                            c->req.access_token, &grant) != 0)
+            return send_error(c, NULL);
+        c->expires_ms = grant.expires_ms;
+        cg_grant_clear(&grant);
+    }
     const char *last_id = MHD_lookup_connection_value(c->conn, MHD_HEADER_KIND, "Last-Event-ID");
     const char *accept = MHD_lookup_connection_value(c->conn, MHD_HEADER_KIND, "Accept");
     if (cg_request_finish(&c->req, last_id, accept) != 0)
@@ -517,7 +571,8 @@ static enum MHD_Result begin_request(conn_ctx_t *c, const char *url, const char 
         .project = cg_request_take_project(&c->req),
         .position = c->req.position,
         .heartbeats = !poll,
-        .deadline_ms = poll ? cg_hub_now_ms() + (int64_t)c->req.timeout_s * 1000 : 0,
+        .deadline_ms = cg_access_deadline(
+            poll ? cg_hub_now_ms() + (int64_t)c->req.timeout_s * 1000 : 0, c->expires_ms),
         .ops = &sub_ops,
         .ctx = c,
     };
@@ -742,7 +797,7 @@ static bool start_shard(cg_http_t *http, shard_t *sh, unsigned flags, unsigned l
  * connection resumes: with thousands of parked streams that walk, not the
  * work, would dominate. */
 cg_http_t *cg_http_start(const cg_listen_t *listen, const cg_config_t *cfg, cg_hub_t *hub,
-                         cg_watcher_t *watcher, char *err, size_t errlen)
+                         cg_watcher_t *watcher, const cg_access_t *access, char *err, size_t errlen)
 {
     struct sockaddr_storage addr;
     socklen_t addrlen;
@@ -760,6 +815,7 @@ cg_http_t *cg_http_start(const cg_listen_t *listen, const cg_config_t *cfg, cg_h
     http->cfg = cfg;
     http->hub = hub;
     http->watcher = watcher;
+    http->access = access;
     http->spec = bson_strdup(listen->spec);
     atomic_init(&http->stop, false);
     atomic_init(&http->next_shard, 0);

@@ -8,6 +8,7 @@
 
 #include <stddef.h>
 
+#include "access.h"
 #include "config.h"
 #include "hub.h"
 #include "watcher.h"
@@ -17,7 +18,8 @@ typedef struct cg_http cg_http_t;
 /* Binds and starts serving. cfg, hub and watcher must outlive the server.
  * Returns NULL with err on failure (e.g. address in use). */
 cg_http_t *cg_http_start(const cg_listen_t *listen, const cg_config_t *cfg, cg_hub_t *hub,
-                         cg_watcher_t *watcher, char *err, size_t errlen);
+                         cg_watcher_t *watcher, const cg_access_t *access, char *err,
+                         size_t errlen);
 /* Stops accepting new connections; open ones continue. */
 void cg_http_quiesce(cg_http_t *http);
 /* Closes everything. Call after cg_hub_stop() has woken every stream. */

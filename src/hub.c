@@ -217,7 +217,23 @@ void cg_hub_publish(cg_hub_t *hub, cg_event_t *ev)
     cg_journal_append(hub->journal, ev);
     if (ev->kind == CG_EVENT_CHANGE) {
         publish_ctx_t p = {hub, ev};
-        cg_index_candidates(hub->index, ev->doc, wake_if_wanted, &p);
+        /* Candidates are looked up on the event's subject view when it has
+         * one (cg_event_subject: fullDocument replaced by the pre-image when
+         * fullDocument is missing or null), because subscribers with an auth
+         * rule are indexed by the rule's equalities, which hold there. This
+         * misses no subscriber the event matches. One indexed by its rule:
+         * the rule matched the subject view, so the view has the value. One
+         * indexed by its own filter: that equality holds on the real event,
+         * and the view differs from it only in fullDocument, and only where
+         * the event's fullDocument is missing or null; there no path under
+         * fullDocument reaches a value, and indexed values are never null,
+         * so that equality is not on such a path, and every other path has
+         * the same values in both. With no view (neither document), rules
+         * match nothing and the event itself is used. The only cost is false
+         * positives (an equality on fullDocument.x found in the pre-image of
+         * a delete): candidates are still decided by cg_filter_match(). */
+        const bson_t *subject = cg_event_subject(ev);
+        cg_index_candidates(hub->index, subject ? subject : ev->doc, wake_if_wanted, &p);
         if (hub->sources && ev->position)
             join_sources_at(hub, ev);
     } else if (ev->kind == CG_EVENT_RESET) {

@@ -15,6 +15,7 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include "access.h"
 #include "config.h"
 #include "fcgi.h"
 #include "http.h"
@@ -109,6 +110,19 @@ static void warn_slow_heartbeat(const cg_config_t *cfg)
     }
 }
 
+/* --allow-public-unauthenticated is a decision worth a line in every log. */
+static void warn_public_unauthenticated(const cg_config_t *cfg)
+{
+    for (size_t i = 0; i < cfg->n_listen && !cfg->auth_jwt; i++) {
+        if (!cg_config_listen_is_loopback(&cfg->listen[i])) {
+            cg_log_warn("--auth none with --allow-public-unauthenticated: every change is "
+                        "served to whoever reaches %s",
+                        cfg->listen[i].spec);
+            return;
+        }
+    }
+}
+
 static int check_config(const cg_config_t *cfg)
 {
     char err[512];
@@ -118,6 +132,12 @@ static int check_config(const cg_config_t *cfg)
     }
     if (!check_socket_dirs(cfg))
         return 1;
+    cg_access_t *access = cg_access_new(cfg, err, sizeof err);
+    if (!access) {
+        fprintf(stderr, "changegate: %s\n", err);
+        return 1;
+    }
+    cg_access_free(access);
     warn_slow_heartbeat(cfg);
     printf("configuration OK\n");
     return 0;
@@ -173,6 +193,7 @@ int main(int argc, char **argv)
     }
     cg_log_set_level(cfg.log_level);
     warn_slow_heartbeat(&cfg);
+    warn_public_unauthenticated(&cfg);
     raise_nofile(cfg.max_subscribers + 100);
 
     /* Signals are taken synchronously by this thread only. */
@@ -192,7 +213,13 @@ int main(int argc, char **argv)
     cg_http_t **servers = bson_malloc0(cfg.n_listen * sizeof *servers);
     cg_fcgi_t **fcgis = bson_malloc0(cfg.n_listen * sizeof *fcgis);
     cg_catchup_t *catchup = NULL;
-    cg_watcher_t *watcher = cg_watcher_new(&cfg, hub, err, sizeof err);
+    cg_watcher_t *watcher = NULL;
+    cg_access_t *access = cg_access_new(&cfg, err, sizeof err);
+    if (!access) {
+        cg_log_error("%s", err);
+        goto out;
+    }
+    watcher = cg_watcher_new(&cfg, hub, err, sizeof err);
     if (!watcher) {
         cg_log_error("%s", err);
         goto out;
@@ -205,9 +232,11 @@ int main(int argc, char **argv)
     for (size_t i = 0; i < cfg.n_listen; i++) {
         bool ok;
         if (cfg.listen[i].kind == CG_LISTEN_HTTP)
-            ok = (servers[i] = cg_http_start(&cfg.listen[i], &cfg, hub, watcher, err, sizeof err));
+            ok = (servers[i] =
+                      cg_http_start(&cfg.listen[i], &cfg, hub, watcher, access, err, sizeof err));
         else
-            ok = (fcgis[i] = cg_fcgi_start(&cfg.listen[i], &cfg, hub, watcher, err, sizeof err));
+            ok = (fcgis[i] =
+                      cg_fcgi_start(&cfg.listen[i], &cfg, hub, watcher, access, err, sizeof err));
         if (!ok) {
             cg_log_error("%s", err);
             cg_hub_stop(hub);
@@ -259,6 +288,7 @@ out:
     /* A thread stuck inside a MongoDB call still uses the hub: leave it to the exit. */
     bool catchup_ended = !catchup || cg_catchup_stop(catchup, 400);
     cg_catchup_free(catchup);
+    cg_access_free(access);
     if ((!watcher || cg_watcher_free(watcher)) && catchup_ended)
         cg_hub_free(hub);
     mongoc_cleanup();

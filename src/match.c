@@ -2356,8 +2356,8 @@ static void unescape_keys(const uint8_t *data, uint32_t len, bson_t *out)
     }
 }
 
-cg_match_t *cg_match_compile_json(const char *json, size_t len, const char *what, char *err,
-                                  size_t errlen)
+bson_t *cg_match_parse_json(const char *json, size_t len, const char *what, char *err,
+                            size_t errlen)
 {
     if (!what)
         what = "filter";
@@ -2394,7 +2394,14 @@ cg_match_t *cg_match_compile_json(const char *json, size_t len, const char *what
         bson_destroy(q);
         q = plain;
     }
-    return compile_owned(q, what, err, errlen);
+    return q;
+}
+
+cg_match_t *cg_match_compile_json(const char *json, size_t len, const char *what, char *err,
+                                  size_t errlen)
+{
+    bson_t *q = cg_match_parse_json(json, len, what, err, errlen);
+    return q ? compile_owned(q, what, err, errlen) : NULL;
 }
 
 void cg_match_free(cg_match_t *m)

@@ -33,6 +33,13 @@ cg_match_t *cg_match_compile(const bson_t *query, const char *what, char *err, s
  * bytes, text that is not one JSON object, and nesting over CG_MATCH_MAX_DEPTH. */
 cg_match_t *cg_match_compile_json(const char *json, size_t len, const char *what, char *err,
                                   size_t errlen);
+/* The first half of cg_match_compile_json(): the checked, parsed query
+ * document (bson_destroy()), for callers that rewrite a query before
+ * compiling it (auth.c's rule templates, a token's own filter). Keys that
+ * libbson would read as legacy Extended JSON ($type, $regex, $options) stay
+ * query operators, as in `filter`. NULL with err as above. */
+bson_t *cg_match_parse_json(const char *json, size_t len, const char *what, char *err,
+                            size_t errlen);
 void cg_match_free(cg_match_t *m);
 
 bool cg_match_eval(const cg_match_t *m, const bson_t *doc);

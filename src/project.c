@@ -249,3 +249,73 @@ void cg_project_apply(const cg_project_t *p, const bson_t *doc, bson_t *out)
 {
     apply_node(&p->root, doc, out);
 }
+
+/* True when the path of `len` bytes is kept whole by the tree: some leaf of
+ * the tree is the path itself or one of its ancestors. */
+static bool covered(const node_t *root, const char *path, size_t len)
+{
+    const node_t *n = root;
+    const char *seg = path, *end = path + len;
+    for (;;) {
+        const char *dot = memchr(seg, '.', (size_t)(end - seg));
+        size_t slen = dot ? (size_t)(dot - seg) : (size_t)(end - seg);
+        n = child((node_t *)n, seg, slen, false);
+        if (!n)
+            return false;
+        if (!n->children)
+            return true; /* a leaf: kept whole, with everything under it */
+        if (!dot)
+            return false; /* the path asks for more than the tree's parts of it */
+        seg = dot + 1;
+    }
+}
+
+static node_t *copy_nodes(const node_t *n)
+{
+    node_t *head = NULL, **tail = &head;
+    for (; n; n = n->next) {
+        node_t *c = bson_malloc0(sizeof *c);
+        c->name = bson_strdup(n->name);
+        c->children = copy_nodes(n->children);
+        *tail = c;
+        tail = &c->next;
+    }
+    return head;
+}
+
+static cg_project_t *copy_project(const cg_project_t *p)
+{
+    cg_project_t *c = bson_malloc0(sizeof *c);
+    c->root.children = copy_nodes(p->root.children);
+    c->key = bson_strdup(p->key);
+    return c;
+}
+
+int cg_project_restrict(const cg_project_t *asked, const cg_project_t *allowed, cg_project_t **out,
+                        char *err, size_t errlen)
+{
+    *out = NULL;
+    if (!asked && !allowed)
+        return 0;
+    if (!allowed || !asked) {
+        *out = copy_project(asked ? asked : allowed);
+        return 0;
+    }
+    /* The key lists asked's leaves (always-kept ones included, which every
+     * projection, hence allowed, has too). */
+    const char *key = cg_project_key(asked);
+    for (const char *s = key;;) {
+        const char *comma = strchr(s, ',');
+        size_t len = comma ? (size_t)(comma - s) : strlen(s);
+        if (!covered(&allowed->root, s, len)) {
+            snprintf(err, errlen, "fields: '%.*s' is not within the fields the token allows",
+                     (int)len, s);
+            return -1;
+        }
+        if (!comma)
+            break;
+        s = comma + 1;
+    }
+    *out = copy_project(asked);
+    return 0;
+}

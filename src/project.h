@@ -25,6 +25,19 @@ void cg_project_free(cg_project_t *p);
  * equal for equivalent projections. Borrowed. */
 const char *cg_project_key(const cg_project_t *p);
 
+/* A subscriber's projection under a token's limit (issue 7: the token's
+ * "changegate": {"fields": ...}, the most it may see). asked: the `fields`
+ * parameter's projection; allowed: the token's; either may be NULL (none).
+ * Sets *out to a new projection: allowed when nothing was asked, asked when
+ * every asked path is within allowed (equal to an allowed path or under
+ * one), NULL when neither is given. An asked path outside allowed (including
+ * a parent of allowed paths, which would show more than they do) is refused,
+ * not silently dropped: returns -1 with err naming it ("fields:
+ * 'fullDocument' is not within the fields the token allows"), for a 403
+ * field_not_allowed. The always-kept fields are within every projection. */
+int cg_project_restrict(const cg_project_t *asked, const cg_project_t *allowed, cg_project_t **out,
+                        char *err, size_t errlen);
+
 /* Writes the projection of doc into out (initialised by the caller). */
 void cg_project_apply(const cg_project_t *p, const bson_t *doc, bson_t *out);
 

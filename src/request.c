@@ -103,6 +103,11 @@ int cg_request_param(cg_request_t *req, const char *name, const char *value)
         if (once(req, &req->seen_position, name) != 0)
             return -1;
         req->param_position = bson_strdup(value);
+    } else if (strcmp(name, "access_token") == 0 && req->access_token_ok &&
+               req->endpoint != CG_EP_HEALTHZ && req->endpoint != CG_EP_METRICS) {
+        if (once(req, &req->seen_access_token, name) != 0)
+            return -1;
+        req->access_token = bson_strdup(value);
     } else if (strcmp(name, "format") == 0 && req->endpoint == CG_EP_EVENTS) {
         if (once(req, &req->seen_format, name) != 0)
             return -1;
@@ -195,6 +200,8 @@ void cg_request_clear(cg_request_t *req)
     bson_free(req->param_position);
     bson_free(req->origin);
     req->origin = NULL;
+    bson_free(req->access_token);
+    req->access_token = NULL;
     req->filter = NULL;
     req->position = req->param_position = NULL;
 }
@@ -305,4 +312,24 @@ char *cg_request_history_lost_json(const char *reason, const char *position)
     char *text = json_dumps(body, JSON_COMPACT);
     json_decref(body);
     return text;
+}
+
+int cg_request_grant(cg_request_t *req, const bson_t *rule, const char *fields)
+{
+    char err[512];
+    if (rule && cg_filter_set_rule(req->filter, rule, err, sizeof err) != 0)
+        return cg_request_fail(req, 403, "invalid_token_filter", "%s", err);
+    if (!fields)
+        return 0;
+    cg_project_t *allowed = cg_project_new(fields, err, sizeof err);
+    if (!allowed)
+        return cg_request_fail(req, 403, "invalid_token_fields", "the token's fields: %s", err);
+    cg_project_t *both = NULL;
+    int rc = cg_project_restrict(req->project, allowed, &both, err, sizeof err);
+    cg_project_free(allowed);
+    if (rc != 0)
+        return cg_request_fail(req, 403, "field_not_allowed", "%s", err);
+    cg_project_free(req->project);
+    req->project = both;
+    return 0;
 }

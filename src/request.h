@@ -10,6 +10,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include <bson/bson.h>
+
 #include "filter.h"
 #include "project.h"
 
@@ -33,16 +35,19 @@ typedef struct cg_request {
     bool ndjson;
     unsigned timeout_s, limit;
 
-    int status;        /* 0 while valid; else the HTTP status to answer */
-    char error[32];    /* error code, e.g. "unknown_parameter" */
-    char message[512]; /* for a person */
-    const char *allow; /* for 405: the Allow header */
-    char *origin;      /* the CORS origin to echo (cg_request_cors()), or NULL */
+    int status;            /* 0 while valid; else the HTTP status to answer */
+    char error[32];        /* error code, e.g. "unknown_parameter" */
+    char message[512];     /* for a person */
+    const char *allow;     /* for 405: the Allow header */
+    char *origin;          /* the CORS origin to echo (cg_request_cors()), or NULL */
+    bool access_token_ok;  /* set before the parameters: access_token is accepted */
+    char *access_token;    /* its value (never logged), or NULL */
+    bool www_authenticate; /* a 401: answer with WWW-Authenticate: Bearer */
     bool origin_credentials;
 
     /* internal */
     char *param_position;
-    bool seen_format, seen_timeout, seen_limit, seen_position, seen_fields;
+    bool seen_format, seen_timeout, seen_limit, seen_position, seen_fields, seen_access_token;
 } cg_request_t;
 
 /* Routes method and path. Returns 0, or -1 with the error set (404/405). */
@@ -61,6 +66,11 @@ int cg_request_query(cg_request_t *req, const char *query, size_t len);
  * (--cors-origin). Sets req->origin when the answer should carry CORS headers;
  * returns false with a 403 set when the origin is not allowed. */
 bool cg_request_cors(cg_request_t *req, char *const *allowed, size_t n, const char *origin);
+/* Applies what a token allows (access.c) before cg_request_finish(): rule
+ * (copied; NULL: none) is ANDed with the filter on the event's subject, and
+ * the projection is limited to fields (NULL: no limit). 0, or -1 with the
+ * error set (403 when `fields` asks for more than the token allows). */
+int cg_request_grant(cg_request_t *req, const bson_t *rule, const char *fields);
 /* The 410 body of a long-poll whose position cannot be continued:
  * {"error":"history_lost",...,"lastEventId":position}. A new string (free()). */
 char *cg_request_history_lost_json(const char *reason, const char *position);

@@ -131,13 +131,13 @@ END_TEST
 START_TEST(test_cli_every_option)
 {
     cg_config_t cfg;
-    int rc =
-        PARSE(&cfg, "--mongo-uri", "mongodb://db1:27018,db2:27018/?replicaSet=x", "--watch",
-              "shop.orders", "--pipeline", "[{\"$match\": {\"operationType\": \"insert\"}}]",
-              "--full-document", "whenAvailable", "--full-document-before-change", "required",
-              "--listen", "http://0.0.0.0:9000", "--state-dir", "/var/lib/cg", "--journal-size",
-              "500", "--heartbeat", "30", "--max-subscribers", "42", "--cors-origin",
-              "https://app.example.com", "--log-level", "debug", "--check-config");
+    int rc = PARSE(&cfg, "--mongo-uri", "mongodb://db1:27018,db2:27018/?replicaSet=x", "--watch",
+                   "shop.orders", "--pipeline", "[{\"$match\": {\"operationType\": \"insert\"}}]",
+                   "--full-document", "whenAvailable", "--full-document-before-change", "required",
+                   "--listen", "http://0.0.0.0:9000", "--allow-public-unauthenticated",
+                   "--state-dir", "/var/lib/cg", "--journal-size", "500", "--heartbeat", "30",
+                   "--max-subscribers", "42", "--cors-origin", "https://app.example.com",
+                   "--log-level", "debug", "--check-config");
     ck_assert_msg(rc == 0, "%s", err);
     ck_assert_str_eq(cfg.mongo_uri, "mongodb://db1:27018,db2:27018/?replicaSet=x");
     ck_assert_str_eq(cfg.watch, "shop.orders");
@@ -284,7 +284,8 @@ START_TEST(test_repeatable_cli)
 {
     cg_config_t cfg;
     int rc = PARSE(&cfg, "--listen", "http://127.0.0.1:1", "--listen", "http://[::]:2",
-                   "--cors-origin", "https://a.example", "--cors-origin=http://b.example:8080");
+                   "--allow-public-unauthenticated", "--cors-origin", "https://a.example",
+                   "--cors-origin=http://b.example:8080");
     ck_assert_msg(rc == 0, "%s", err);
     ck_assert_uint_eq(cfg.n_listen, 2);
     ck_assert_str_eq(cfg.listen[0].host, "127.0.0.1");
@@ -656,7 +657,7 @@ static const struct {
 START_TEST(test_listen_good)
 {
     cg_config_t cfg;
-    int rc = PARSE(&cfg, "--listen", good_listen[_i].spec);
+    int rc = PARSE(&cfg, "--listen", good_listen[_i].spec, "--allow-public-unauthenticated");
     ck_assert_msg(rc == 0, "%s", err);
     ck_assert_uint_eq(cfg.n_listen, 1);
     ck_assert_int_eq(cfg.listen[0].kind, CG_LISTEN_HTTP);
@@ -713,7 +714,7 @@ START_TEST(test_listen_fcgi)
     cg_config_t cfg;
     int rc = PARSE(&cfg, "--listen", "http://127.0.0.1:8080", "--listen", "fcgi://[::1]:9000",
                    "--listen", "fcgi:unix:/run/changegate/changegate.sock", "--listen",
-                   "fcgi:systemd", "--listen", "fcgi:stdin");
+                   "fcgi:systemd", "--listen", "fcgi:stdin", "--allow-public-unauthenticated");
     ck_assert_msg(rc == 0, "%s", err);
     ck_assert_uint_eq(cfg.n_listen, 5);
     ck_assert_int_eq(cfg.listen[0].kind, CG_LISTEN_HTTP);
@@ -734,7 +735,8 @@ START_TEST(test_listen_fcgi)
         PARSE(&cfg, "--listen", "http://127.0.0.1:1", "--listen", "fcgi://127.0.0.1:1"),
         "--listen: 'fcgi://127.0.0.1:1' is given more than once", NULL);
     cg_config_free(&cfg);
-    expect_one_problem(PARSE(&cfg, "--listen", "fcgi:unix:/a", "--listen", "fcgi:unix:/a"),
+    expect_one_problem(PARSE(&cfg, "--listen", "fcgi:unix:/a", "--listen", "fcgi:unix:/a",
+                             "--allow-public-unauthenticated"),
                        "--listen: 'fcgi:unix:/a' is given more than once", NULL);
     cg_config_free(&cfg);
 }
@@ -768,6 +770,75 @@ START_TEST(test_fcgi_socket_options)
                        "no such group 'no-such-group-cg'", NULL);
     cg_config_free(&cfg);
     expect_one_problem(PARSE(&cfg, "--fcgi-socket-owner", ":"), "names no user and no group", NULL);
+    cg_config_free(&cfg);
+}
+END_TEST
+
+/* --auth none (the default) serves everything to whoever connects: only on
+ * loopback, unless the operator says otherwise. */
+START_TEST(test_auth_none_needs_loopback)
+{
+    cg_config_t cfg;
+    ck_assert_int_eq(PARSE(&cfg, "--listen", "http://127.0.0.2:1", "--listen", "http://[::1]:2",
+                           "--listen", "fcgi://localhost:3"),
+                     0);
+    ck_assert(!cfg.auth_jwt && !cfg.ops_loopback_only && cfg.access_token_param);
+    cg_config_free(&cfg);
+    expect_one_problem(PARSE(&cfg, "--listen", "http://0.0.0.0:1"),
+                       "--listen http://0.0.0.0:1: with --auth none",
+                       "reachable from other machines");
+    cg_config_free(&cfg);
+    expect_one_problem(PARSE(&cfg, "--listen", "fcgi:unix:/run/cg.sock"),
+                       "--listen fcgi:unix:/run/cg.sock: with --auth none",
+                       "as public as the web server");
+    cg_config_free(&cfg);
+    /* The flag, on the command line or as a line of its own in a file. */
+    const char *path = write_conf("listen http://0.0.0.0:1\nallow-public-unauthenticated\n");
+    ck_assert_int_eq(PARSE(&cfg, "--config", path), 0);
+    ck_assert(cfg.allow_public_unauthenticated);
+    cg_config_free(&cfg);
+    path = write_conf("allow-public-unauthenticated yes\n");
+    expect_one_problem(PARSE(&cfg, "--config", path),
+                       "allow-public-unauthenticated: takes no value", NULL);
+    cg_config_free(&cfg);
+}
+END_TEST
+
+START_TEST(test_auth_jwt_options)
+{
+    cg_config_t cfg;
+    int rc = PARSE(&cfg, "--auth", "jwt", "--listen", "http://0.0.0.0:1", "--jwt-public-key",
+                   "k1=/etc/a.pem", "--jwt-public-key", "/etc/b.pem", "--jwt-secret-file", "/s",
+                   "--jwt-algorithms", "RS256", "--jwt-audience", "shop", "--jwt-issuer",
+                   "https://id.example", "--jwt-leeway", "5", "--jwt-cookie", "session",
+                   "--access-token-param", "off", "--auth-rule",
+                   "{\"fullDocument.owner\": \"$$jwt.sub\"}");
+    ck_assert_msg(rc == 0, "%s", err);
+    ck_assert(cfg.auth_jwt && cfg.ops_loopback_only && !cfg.access_token_param);
+    ck_assert_uint_eq(cfg.n_jwt_public_keys, 2);
+    ck_assert_str_eq(cfg.jwt_public_keys[0], "k1=/etc/a.pem");
+    ck_assert_str_eq(cfg.jwt_secret_file, "/s");
+    ck_assert_str_eq(cfg.jwt_algorithms, "RS256");
+    ck_assert_str_eq(cfg.jwt_audience, "shop");
+    ck_assert_str_eq(cfg.jwt_issuer, "https://id.example");
+    ck_assert_uint_eq(cfg.jwt_leeway, 5);
+    ck_assert_str_eq(cfg.jwt_cookie, "session");
+    ck_assert_str_eq(cfg.auth_rule, "{\"fullDocument.owner\": \"$$jwt.sub\"}");
+    cg_config_free(&cfg);
+    expect_one_problem(PARSE(&cfg, "--auth", "jwt"), "--auth: jwt needs a key", NULL);
+    cg_config_free(&cfg);
+    expect_one_problem(PARSE(&cfg, "--auth", "oauth"), "--auth: 'oauth' is not a mode", NULL);
+    cg_config_free(&cfg);
+    expect_one_problem(PARSE(&cfg, "--jwt-cookie", "s"),
+                       "--jwt-cookie: takes effect only with --auth jwt", NULL);
+    cg_config_free(&cfg);
+    expect_one_problem(
+        PARSE(&cfg, "--auth", "jwt", "--jwt-secret-file", "/s", "--ops-access", "sometimes"),
+        "--ops-access: 'sometimes': expected any or loopback", NULL);
+    cg_config_free(&cfg);
+    ck_assert_int_eq(PARSE(&cfg, "--auth", "jwt", "--jwt-secret-file", "/s", "--ops-access", "any"),
+                     0);
+    ck_assert(!cfg.ops_loopback_only);
     cg_config_free(&cfg);
 }
 END_TEST
@@ -1047,6 +1118,8 @@ static Suite *config_suite(void)
     tcase_add_loop_test(tc, test_listen_bad, 0, sizeof bad_listen / sizeof bad_listen[0]);
     tcase_add_test(tc, test_listen_duplicate);
     tcase_add_test(tc, test_listen_fcgi);
+    tcase_add_test(tc, test_auth_none_needs_loopback);
+    tcase_add_test(tc, test_auth_jwt_options);
     tcase_add_test(tc, test_fcgi_socket_options);
     tcase_add_loop_test(tc, test_numbers_bad, 0, sizeof bad_numbers / sizeof bad_numbers[0]);
     tcase_add_test(tc, test_numbers_bounds);

@@ -114,6 +114,116 @@ START_TEST(references_share_one_copy)
 }
 END_TEST
 
+/* The subject view's fullDocument.owner, or NULL when there is no view. */
+static const char *subject_owner(const cg_event_t *ev)
+{
+    const bson_t *s = cg_event_subject(ev);
+    if (!s)
+        return NULL;
+    bson_iter_t it, owner;
+    ck_assert(bson_iter_init(&it, s));
+    if (!bson_iter_find_descendant(&it, "fullDocument.owner", &owner))
+        return "(none)";
+    return bson_iter_utf8(&owner, NULL);
+}
+
+static cg_event_t *event_of(const char *json)
+{
+    bson_t *b = change(json);
+    char err[128];
+    cg_event_t *ev = cg_event_new_change(b, err, sizeof err);
+    ck_assert_msg(ev != NULL, "%s", err);
+    bson_destroy(b);
+    return ev;
+}
+
+#define HEAD                                                                                       \
+    "{\"_id\": {\"_data\": \"82AB02\"}, \"ns\": {\"db\": \"shop\", \"coll\": \"orders\"},"         \
+    " \"documentKey\": {\"_id\": 7}, "
+
+START_TEST(the_subject_is_the_event_when_it_has_a_full_document)
+{
+    cg_event_t *ev = event_of(HEAD "\"operationType\": \"insert\","
+                                   " \"fullDocument\": {\"_id\": 7, \"owner\": \"ann\"}}");
+    ck_assert_ptr_eq(cg_event_subject(ev), ev->doc); /* no copy */
+    cg_event_unref(ev);
+    /* an update with fullDocument: that is what it is about, even with a pre-image */
+    ev = event_of(HEAD "\"operationType\": \"update\","
+                       " \"fullDocument\": {\"_id\": 7, \"owner\": \"bob\"},"
+                       " \"fullDocumentBeforeChange\": {\"_id\": 7, \"owner\": \"ann\"}}");
+    ck_assert_ptr_eq(cg_event_subject(ev), ev->doc);
+    ck_assert_str_eq(subject_owner(ev), "bob");
+    cg_event_unref(ev);
+}
+END_TEST
+
+START_TEST(without_a_full_document_the_subject_is_the_pre_image)
+{
+    /* a delete with its pre-image */
+    cg_event_t *ev =
+        event_of(HEAD "\"operationType\": \"delete\","
+                      " \"fullDocumentBeforeChange\": {\"_id\": 7, \"owner\": \"ann\"}}");
+    const bson_t *s = cg_event_subject(ev);
+    ck_assert_ptr_nonnull(s);
+    ck_assert_ptr_ne(s, ev->doc);
+    ck_assert_ptr_eq(cg_event_subject(ev), s); /* made once */
+    ck_assert_str_eq(subject_owner(ev), "ann");
+    /* everything else is the event's own */
+    bson_iter_t it, v;
+    ck_assert(bson_iter_init(&it, s) && bson_iter_find_descendant(&it, "documentKey._id", &v));
+    ck_assert_int_eq(bson_iter_int32(&v), 7);
+    ck_assert(bson_iter_init(&it, s) && bson_iter_find_descendant(&it, "operationType", &v));
+    ck_assert_str_eq(bson_iter_utf8(&v, NULL), "delete");
+    ck_assert(bson_iter_init(&it, s) &&
+              bson_iter_find_descendant(&it, "fullDocumentBeforeChange.owner", &v));
+    /* the event itself is unchanged: it is what subscribers receive */
+    ck_assert(bson_iter_init(&it, ev->doc) && !bson_iter_find(&it, "fullDocument"));
+    ck_assert_ptr_null(strstr(ev->frames.json, "\"fullDocument\""));
+    cg_event_unref(ev);
+
+    /* an update of a document deleted since: updateLookup gives fullDocument null */
+    ev = event_of(HEAD "\"operationType\": \"update\", \"fullDocument\": null,"
+                       " \"updateDescription\": {\"updatedFields\": {\"qty\": 2}},"
+                       " \"fullDocumentBeforeChange\": {\"_id\": 7, \"owner\": \"cy\"}}");
+    ck_assert_str_eq(subject_owner(ev), "cy");
+    /* fullDocument keeps its place among the fields */
+    ck_assert(bson_iter_init(&it, cg_event_subject(ev)));
+    const char *order[] = {"_id", "ns", "documentKey", "operationType", "fullDocument"};
+    for (size_t i = 0; i < sizeof order / sizeof *order; i++) {
+        ck_assert(bson_iter_next(&it));
+        ck_assert_str_eq(bson_iter_key(&it), order[i]);
+    }
+    cg_event_unref(ev);
+}
+END_TEST
+
+START_TEST(an_event_about_no_document_it_carries_has_no_subject)
+{
+    const char *none[] = {
+        /* a delete without pre-images */
+        HEAD "\"operationType\": \"delete\"}",
+        /* pre-images on, but not available */
+        HEAD "\"operationType\": \"delete\", \"fullDocumentBeforeChange\": null}",
+        /* an update without updateLookup */
+        HEAD "\"operationType\": \"update\", \"updateDescription\": {\"updatedFields\": {}}}",
+        /* an update of a document deleted since, without pre-images */
+        HEAD "\"operationType\": \"update\", \"fullDocument\": null}",
+        "{\"_id\": {\"_data\": \"82AB03\"}, \"operationType\": \"drop\","
+        " \"ns\": {\"db\": \"shop\", \"coll\": \"orders\"}}",
+    };
+    for (size_t i = 0; i < sizeof none / sizeof *none; i++) {
+        cg_event_t *ev = event_of(none[i]);
+        ck_assert_msg(cg_event_subject(ev) == NULL, "case %zu", i);
+        cg_event_unref(ev);
+    }
+    cg_event_t *r = cg_event_new_reset("82FF", "history_lost"), *m = cg_event_new_mark("82FF");
+    ck_assert_ptr_null(cg_event_subject(r));
+    ck_assert_ptr_null(cg_event_subject(m));
+    cg_event_unref(r);
+    cg_event_unref(m);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("event");
@@ -123,6 +233,11 @@ int main(void)
     tcase_add_test(tc, reset_is_a_named_event_that_moves_the_id);
     tcase_add_test(tc, events_without_a_token_are_refused);
     tcase_add_test(tc, references_share_one_copy);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("subject");
+    tcase_add_test(tc, the_subject_is_the_event_when_it_has_a_full_document);
+    tcase_add_test(tc, without_a_full_document_the_subject_is_the_pre_image);
+    tcase_add_test(tc, an_event_about_no_document_it_carries_has_no_subject);
     suite_add_tcase(s, tc);
     return test_run_suite(s);
 }

@@ -175,6 +175,134 @@ START_TEST(bad_values_are_refused_with_a_message)
 }
 END_TEST
 
+/* An event about an order of owner `owner`: insert (fullDocument), delete
+ * with a pre-image, or delete without one. */
+typedef enum { INSERT, DELETE_PRE, DELETE_BARE } kind_t;
+
+static cg_event_t *owned_event(kind_t kind, const char *owner, int qty)
+{
+    bson_t *b = BCON_NEW("_id", "{", "_data", "8204", "}", "operationType",
+                         BCON_UTF8(kind == INSERT ? "insert" : "delete"), "ns", "{", "db", "shop",
+                         "coll", "orders", "}", "documentKey", "{", "_id", BCON_INT32(1), "}");
+    if (kind != DELETE_BARE) {
+        bson_t d;
+        bson_append_document_begin(b, kind == INSERT ? "fullDocument" : "fullDocumentBeforeChange",
+                                   -1, &d);
+        BSON_APPEND_UTF8(&d, "owner", owner);
+        BSON_APPEND_INT32(&d, "qty", qty);
+        bson_append_document_end(b, &d);
+    }
+    char err[128];
+    cg_event_t *ev = cg_event_new_change(b, err, sizeof err);
+    ck_assert_msg(ev != NULL, "%s", err);
+    bson_destroy(b);
+    return ev;
+}
+
+static cg_filter_t *ruled(const char *query, const char *rule_json)
+{
+    char err[256];
+    cg_filter_t *f = cg_filter_new();
+    if (query)
+        ck_assert_int_eq(cg_filter_set_query(f, query, err, sizeof err), 0);
+    bson_error_t e;
+    bson_t *rule = bson_new_from_json((const uint8_t *)rule_json, -1, &e);
+    ck_assert_msg(rule != NULL, "%s", e.message);
+    ck_assert_int_eq(cg_filter_set_rule(f, rule, err, sizeof err), 0);
+    bson_destroy(rule); /* copied */
+    ck_assert_int_eq(cg_filter_compile(f, err, sizeof err), 0);
+    return f;
+}
+
+static bool wants(const cg_filter_t *f, kind_t kind, const char *owner, int qty)
+{
+    cg_event_t *ev = owned_event(kind, owner, qty);
+    bool m = cg_filter_match(f, ev);
+    cg_event_unref(ev);
+    return m;
+}
+
+START_TEST(a_rule_is_evaluated_on_the_document_the_event_is_about)
+{
+    cg_filter_t *f = ruled(NULL, "{\"fullDocument.owner\": \"ann\"}");
+    ck_assert(wants(f, INSERT, "ann", 1));
+    ck_assert(!wants(f, INSERT, "bob", 1));
+    /* the delete of ann's document reaches ann, bob's does not */
+    ck_assert(wants(f, DELETE_PRE, "ann", 1));
+    ck_assert(!wants(f, DELETE_PRE, "bob", 1));
+    /* a delete whose document is unknown reaches no one with a rule */
+    ck_assert(!wants(f, DELETE_BARE, "ann", 1));
+    cg_filter_t *none = ruled(NULL, "{}"); /* even a rule that asks nothing */
+    ck_assert(!wants(none, DELETE_BARE, "ann", 1));
+    ck_assert(wants(none, DELETE_PRE, "bob", 1));
+    cg_filter_free(none);
+    cg_event_t *r = cg_event_new_reset("82", "x");
+    ck_assert(!cg_filter_match(f, r));
+    cg_event_unref(r);
+    cg_filter_free(f);
+}
+END_TEST
+
+START_TEST(the_users_filter_stays_on_the_real_event)
+{
+    /* qty >= 3 on the event: a delete has no fullDocument, so it is not wanted,
+     * even though its pre-image (the subject) has qty 5 */
+    cg_filter_t *f =
+        ruled("{\"fullDocument.qty\": {\"$gte\": 3}}", "{\"fullDocument.owner\": \"ann\"}");
+    ck_assert(wants(f, INSERT, "ann", 5));
+    ck_assert(!wants(f, INSERT, "ann", 2));
+    ck_assert(!wants(f, INSERT, "bob", 5));
+    ck_assert(!wants(f, DELETE_PRE, "ann", 5));
+    cg_filter_free(f);
+    /* and the user can ask for the pre-image by its own path */
+    f = ruled("{\"fullDocumentBeforeChange.qty\": {\"$gte\": 3}}",
+              "{\"fullDocument.owner\": \"ann\"}");
+    ck_assert(wants(f, DELETE_PRE, "ann", 5));
+    ck_assert(!wants(f, DELETE_PRE, "ann", 2));
+    ck_assert(!wants(f, DELETE_PRE, "bob", 5));
+    cg_filter_free(f);
+}
+END_TEST
+
+START_TEST(the_index_tree_has_the_rules_equality_first)
+{
+    cg_filter_t *f =
+        ruled("{\"fullDocument.status\": \"open\"}", "{\"fullDocument.owner\": \"ann\"}");
+    const cg_match_eq_t *eqs;
+    size_t n = cg_match_required_equalities(cg_filter_tree(f), &eqs);
+    ck_assert_uint_eq(n, 2);
+    ck_assert_str_eq(eqs[0].path, "fullDocument.owner");
+    ck_assert_str_eq(eqs[1].path, "fullDocument.status");
+    cg_filter_free(f);
+    /* a rule's $in is an equality too */
+    f = ruled(NULL, "{\"fullDocument.tenant\": {\"$in\": [\"t1\", \"t2\"]}}");
+    n = cg_match_required_equalities(cg_filter_tree(f), &eqs);
+    ck_assert_uint_eq(n, 1);
+    ck_assert_uint_eq(eqs[0].n_values, 2);
+    cg_filter_free(f);
+}
+END_TEST
+
+START_TEST(a_rule_is_checked_and_given_once)
+{
+    char err[256];
+    cg_filter_t *f = cg_filter_new();
+    bson_t *bad = BCON_NEW("$where", "1");
+    ck_assert_int_eq(cg_filter_set_rule(f, bad, err, sizeof err), -1);
+    ck_assert_ptr_nonnull(strstr(err, "auth rule"));
+    bson_destroy(bad);
+    bson_t *good = BCON_NEW("fullDocument.owner", "ann");
+    ck_assert_int_eq(cg_filter_set_rule(f, good, err, sizeof err), 0);
+    ck_assert_int_eq(cg_filter_set_rule(f, good, err, sizeof err), -1);
+    cg_filter_free(f); /* never compiled: nothing leaks */
+    f = cg_filter_new();
+    ck_assert_int_eq(cg_filter_compile(f, err, sizeof err), 0);
+    ck_assert_int_eq(cg_filter_set_rule(f, good, err, sizeof err), -1); /* too late */
+    cg_filter_free(f);
+    bson_destroy(good);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("filter");
@@ -187,6 +315,12 @@ int main(void)
     tcase_add_test(tc, bad_values_are_refused_with_a_message);
     tcase_add_test(tc, the_filter_query_is_anded_with_the_shorthands);
     tcase_add_test(tc, bad_queries_and_ids_are_refused);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("auth rule");
+    tcase_add_test(tc, a_rule_is_evaluated_on_the_document_the_event_is_about);
+    tcase_add_test(tc, the_users_filter_stays_on_the_real_event);
+    tcase_add_test(tc, the_index_tree_has_the_rules_equality_first);
+    tcase_add_test(tc, a_rule_is_checked_and_given_once);
     suite_add_tcase(s, tc);
     return test_run_suite(s);
 }

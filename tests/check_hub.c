@@ -358,6 +358,102 @@ START_TEST(the_index_wakes_only_the_subscribers_an_event_matches)
 }
 END_TEST
 
+/* A subscriber whose token's rule is {"fullDocument.owner": owner}. */
+static cg_sub_t *subscribe_ruled(fake_conn_t *conn, const char *query, const char *owner)
+{
+    cg_filter_t *f = cg_filter_new();
+    char err[256];
+    if (query)
+        ck_assert_int_eq(cg_filter_set_query(f, query, err, sizeof err), 0);
+    bson_t *rule = BCON_NEW("fullDocument.owner", BCON_UTF8(owner));
+    ck_assert_int_eq(cg_filter_set_rule(f, rule, err, sizeof err), 0);
+    bson_destroy(rule);
+    ck_assert_int_eq(cg_filter_compile(f, err, sizeof err), 0);
+    cg_sub_spec_t spec = {.filter = f, .ops = &fake_ops, .ctx = conn};
+    cg_sub_t *sub;
+    ck_assert_int_eq(cg_hub_subscribe(hub, &spec, &sub), CG_HUB_OK);
+    return sub;
+}
+
+/* A delete of owner's document, with its pre-image (owner NULL: without). */
+static void publish_delete(unsigned n, const char *owner)
+{
+    char pos[16];
+    test_pos(pos, sizeof pos, n);
+    bson_t *b =
+        BCON_NEW("_id", "{", "_data", BCON_UTF8(pos), "}", "operationType", "delete", "ns", "{",
+                 "db", "db", "coll", "c", "}", "documentKey", "{", "_id", BCON_INT32(1), "}");
+    if (owner) {
+        bson_t d;
+        bson_append_document_begin(b, "fullDocumentBeforeChange", -1, &d);
+        BSON_APPEND_UTF8(&d, "owner", owner);
+        bson_append_document_end(b, &d);
+    }
+    char err[128];
+    cg_event_t *ev = cg_event_new_change(b, err, sizeof err);
+    bson_destroy(b);
+    cg_hub_publish(hub, ev);
+}
+
+START_TEST(subscribers_with_a_rule_are_found_by_look_up_deletes_included)
+{
+    cg_hub_free(hub);
+    hub = cg_hub_new(cg_journal_new(64), 100, 15);
+    go_live();
+    enum { N = 20 };
+    fake_conn_t conn[N + 1] = {{0}};
+    cg_sub_t *subs[N + 1];
+    char owner[16];
+    cg_event_t *ev;
+    for (int i = 0; i < N; i++) {
+        snprintf(owner, sizeof owner, "u%d", i);
+        /* the user's own filters have no equality, or only operationType's */
+        subs[i] =
+            subscribe_ruled(&conn[i],
+                            i % 2 ? "{\"fullDocument.qty\": {\"$gte\": 0}}"
+                                  : "{\"operationType\": {\"$in\": [\"insert\", \"delete\"]}}",
+                            owner);
+        ck_assert_int_eq(cg_hub_next(hub, subs[i], true, &ev, &fr), CG_NEXT_PARKED);
+    }
+    /* one without a rule, whose own equality is on fullDocument.owner */
+    subs[N] = subscribe_q(&conn[N], "{\"fullDocument.owner\": \"u4\"}", NULL);
+    ck_assert_int_eq(cg_hub_next(hub, subs[N], true, &ev, &fr), CG_NEXT_PARKED);
+    size_t indexed, scanned;
+    cg_hub_index_counts(hub, &indexed, &scanned);
+    ck_assert_uint_eq(indexed, N + 1);
+    ck_assert_uint_eq(scanned, 0);
+
+    publish_owner(1, "u7");
+    for (int i = 0; i <= N; i++)
+        ck_assert_int_eq(conn[i].wakes, i == 7 ? 1 : 0);
+    expect_event(subs[7], 1);
+    ck_assert_int_eq(cg_hub_next(hub, subs[7], true, &ev, &fr), CG_NEXT_PARKED);
+
+    /* the delete of u4's document reaches u4 (found through the pre-image), and
+     * not the rule-less subscriber: its filter is on the real event */
+    publish_delete(2, "u4");
+    for (int i = 0; i <= N; i++)
+        ck_assert_int_eq(conn[i].wakes, i == 7 || i == 4 ? 1 : 0);
+    expect_event(subs[4], 2);
+    ck_assert_int_eq(cg_hub_next(hub, subs[4], true, &ev, &fr), CG_NEXT_PARKED);
+
+    /* a delete without a pre-image reaches no one with a rule */
+    publish_delete(3, NULL);
+    for (int i = 0; i <= N; i++)
+        ck_assert_int_eq(conn[i].wakes, i == 7 || i == 4 ? 1 : 0);
+    publish_owner(4, "u4"); /* u4 and the rule-less one */
+    ck_assert_int_eq(conn[4].wakes, 2);
+    ck_assert_int_eq(conn[N].wakes, 1);
+    expect_event(subs[4], 4);
+    expect_event(subs[N], 4);
+
+    for (int i = 0; i <= N; i++)
+        cg_hub_unsubscribe(hub, subs[i]);
+    cg_hub_index_counts(hub, &indexed, &scanned);
+    ck_assert_uint_eq(indexed + scanned, 0);
+}
+END_TEST
+
 START_TEST(equal_projections_share_frames_made_once)
 {
     go_live();
@@ -653,6 +749,7 @@ int main(void)
     tcase_add_test(tc, subscribers_are_bounded_and_stop_wakes_everyone);
     tcase_add_test(tc, deadlines_and_heartbeats_wake_parked_subscribers);
     tcase_add_test(tc, the_index_wakes_only_the_subscribers_an_event_matches);
+    tcase_add_test(tc, subscribers_with_a_rule_are_found_by_look_up_deletes_included);
     tcase_add_test(tc, equal_projections_share_frames_made_once);
     suite_add_tcase(s, tc);
     tc = tcase_create("catch-up");

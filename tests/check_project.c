@@ -121,6 +121,106 @@ START_TEST(malformed_paths_are_refused)
 }
 END_TEST
 
+/* cg_project_restrict on field lists (NULL: none); want: the resulting key,
+ * NULL for no projection, or "!path" for a refusal naming path. */
+static void restrict_to(const char *asked, const char *allowed, const char *want)
+{
+    char err[256];
+    cg_project_t *a = asked ? cg_project_new(asked, err, sizeof err) : NULL;
+    cg_project_t *l = allowed ? cg_project_new(allowed, err, sizeof err) : NULL;
+    ck_assert(!asked || a);
+    ck_assert(!allowed || l);
+    cg_project_t *out = (cg_project_t *)1;
+    err[0] = '\0';
+    int rc = cg_project_restrict(a, l, &out, err, sizeof err);
+    if (want && want[0] == '!') {
+        ck_assert_msg(rc == -1, "%s within %s: accepted", asked, allowed);
+        ck_assert_ptr_null(out);
+        char named[300];
+        snprintf(named, sizeof named, "'%s' is not within the fields the token allows", want + 1);
+        ck_assert_msg(strstr(err, named) != NULL, "'%s' lacks '%s'", err, named);
+        ck_assert(strncmp(err, "fields: ", 8) == 0);
+    } else {
+        ck_assert_msg(rc == 0, "%s within %s: %s", asked, allowed, err);
+        if (want) {
+            ck_assert_ptr_nonnull(out);
+            ck_assert_ptr_ne(out, a); /* a new projection: the caller frees its inputs */
+            ck_assert_ptr_ne(out, l);
+            ck_assert_str_eq(cg_project_key(out), want);
+        } else {
+            ck_assert_ptr_null(out);
+        }
+    }
+    cg_project_free(out);
+    cg_project_free(a);
+    cg_project_free(l);
+}
+
+#define IDS(middle) "_id,clusterTime,documentKey," middle "ns,operationType"
+
+START_TEST(a_tokens_fields_limit_what_is_asked)
+{
+    restrict_to(NULL, NULL, NULL);
+    /* nothing asked: the token's */
+    restrict_to(NULL, "fullDocument.a,fullDocument.b", IDS("fullDocument.a,fullDocument.b,"));
+    /* no limit: what was asked */
+    restrict_to("fullDocument.a", NULL, IDS("fullDocument.a,"));
+    /* asked within allowed: equal, or under an allowed path */
+    restrict_to("fullDocument.a", "fullDocument.a,fullDocument.b", IDS("fullDocument.a,"));
+    restrict_to("fullDocument.addr.city,fullDocument.b.x.y", "fullDocument.addr,fullDocument.b",
+                IDS("fullDocument.addr.city,fullDocument.b.x.y,"));
+    restrict_to("updateDescription", "fullDocument,updateDescription",
+                "_id,clusterTime,documentKey,ns,operationType,updateDescription");
+    /* the identity fields are within every projection, asked or not */
+    restrict_to("documentKey,ns.db,_id", "fullDocument.a", IDS(""));
+    /* outside: refused with the path named, not silently dropped */
+    restrict_to("fullDocument.a,fullDocument.c", "fullDocument.a,fullDocument.b",
+                "!fullDocument.c");
+    restrict_to("fullDocumentBeforeChange", "fullDocument", "!fullDocumentBeforeChange");
+    restrict_to("fullDocument.ab", "fullDocument.a",
+                "!fullDocument.ab"); /* segments, not prefixes */
+    /* a parent of allowed paths would show more than they do */
+    restrict_to("fullDocument", "fullDocument.a,fullDocument.b", "!fullDocument");
+    restrict_to("fullDocument.lines", "fullDocument.lines.sku", "!fullDocument.lines");
+}
+END_TEST
+
+START_TEST(a_restricted_projection_applies_like_any_other)
+{
+    char err[256];
+    cg_project_t *l = cg_project_new("fullDocument.addr,fullDocument.qty", err, sizeof err);
+    cg_project_t *a = cg_project_new("fullDocument.addr.city", err, sizeof err), *out;
+    ck_assert_int_eq(cg_project_restrict(a, l, &out, err, sizeof err), 0);
+    cg_project_free(a);
+    cg_project_free(l);
+    bson_error_t e;
+    bson_t *doc = bson_new_from_json((const uint8_t *)EVENT, -1, &e);
+    bson_t got = BSON_INITIALIZER;
+    cg_project_apply(out, doc, &got);
+    char *json = bson_as_relaxed_extended_json(&got, NULL);
+    ck_assert_ptr_nonnull(
+        strstr(json, "\"fullDocument\" : { \"addr\" : { \"city\" : \"Oslo\" } }"));
+    ck_assert_ptr_null(strstr(json, "qty"));
+    bson_free(json);
+    bson_destroy(&got);
+    bson_destroy(doc);
+    cg_project_free(out);
+    /* a copy of a list at the path limit is still a projection (no re-parsing) */
+    char many[1024] = "";
+    for (int i = 0; i < CG_PROJECT_MAX_PATHS; i++)
+        snprintf(many + strlen(many), sizeof many - strlen(many), "%sf%d", i ? "," : "", i);
+    l = cg_project_new(many, err, sizeof err);
+    ck_assert_ptr_nonnull(l);
+    ck_assert_int_eq(cg_project_restrict(NULL, l, &out, err, sizeof err), 0);
+    ck_assert_str_eq(cg_project_key(out), cg_project_key(l));
+    cg_project_free(out);
+    ck_assert_int_eq(cg_project_restrict(l, l, &out, err, sizeof err), 0);
+    ck_assert_str_eq(cg_project_key(out), cg_project_key(l));
+    cg_project_free(out);
+    cg_project_free(l);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("project");
@@ -132,6 +232,10 @@ int main(void)
     tcase_add_test(tc, missing_and_scalar_parents_are_omitted);
     tcase_add_test(tc, equivalent_lists_share_a_canonical_key);
     tcase_add_test(tc, malformed_paths_are_refused);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("restrict");
+    tcase_add_test(tc, a_tokens_fields_limit_what_is_asked);
+    tcase_add_test(tc, a_restricted_projection_applies_like_any_other);
     suite_add_tcase(s, tc);
     return test_run_suite(s);
 }

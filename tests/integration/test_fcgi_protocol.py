@@ -99,7 +99,8 @@ class FcgiOnlyChangegate(h.Changegate):
     def argv(self):
         return (self.prefix + h.WRAPPER + [h.CHANGEGATE, "--mongo-uri", self.mongo_uri,
                                            "--watch", self.watch, "--state-dir", self.state_dir,
-                                           "--log-level", h.LOG_LEVEL] + self.listen_args)
+                                           "--log-level", h.LOG_LEVEL,
+                                           "--allow-public-unauthenticated"] + self.listen_args)
 
     def spawn(self):
         self.proc = h.Proc(self.name, self.argv(), self.log_path, stdin=self.stdin,
@@ -331,6 +332,7 @@ def listeners(t):
     t.tcp = ("127.0.0.1", fport)
     t.cg = sc.changegate(t.mongo.uri, args=[
         "--listen", "fcgi://127.0.0.1:%d" % fport, "--listen", "fcgi:unix:" + t.sock_path,
+        "--allow-public-unauthenticated",
         "--fcgi-socket-mode", "0600", "--fcgi-socket-owner", owner, "--cors-origin", ORIGIN,
         "--max-subscribers", str(MAX_SUBSCRIBERS), "--heartbeat", "300"])
     st = os.stat(t.sock_path)

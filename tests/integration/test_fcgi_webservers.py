@@ -574,7 +574,7 @@ def story(sc):
     mongo = sc.devmongo()
     sock = os.path.join(webservers.socket_dir(sc), "changegate.sock")
     owner = ":" + webservers.group_of(webservers.WORKER_USER) if webservers.WORKER_USER else None
-    args = ["--listen", "fcgi:unix:" + sock, "--cors-origin", ORIGIN,
+    args = ["--listen", "fcgi:unix:" + sock, "--allow-public-unauthenticated", "--cors-origin", ORIGIN,
             "--max-subscribers", str(MAX_SUBSCRIBERS), "--heartbeat", str(HEARTBEAT)]
     if owner:
         args += ["--fcgi-socket-owner", owner]

@@ -9,7 +9,8 @@ stays in its own directory: config, pid file, access.log, temporary files, and e
 which is the process's stderr (so a failing scenario's log dump shows it).
 
     sock = webservers.socket_dir(sc) + "/changegate.sock"
-    cg = sc.changegate(uri, args=["--listen", "fcgi:unix:" + sock, ...])
+    cg = sc.changegate(uri, args=["--listen", "fcgi:unix:" + sock,
+                                  "--allow-public-unauthenticated", ...])
     with webservers.nginx(sock, sc) as ws:          # also lighttpd(...), apache(...)
         harness.request(ws.port, "GET", "/changegate/healthz")
         ws.url("/changegate/events")                # for curl -N
