@@ -359,3 +359,52 @@ const cg_match_t *cg_filter_tree(const cg_filter_t *f)
 {
     return f->index ? f->index : f->match;
 }
+
+/* Walks a query document: field names are paths (joined to the prefix), $and
+ * $or $nor take arrays of queries, other operators' arguments belong to the
+ * path they stand under. */
+static bool walk_paths(bson_iter_t *it, const char *prefix, bool (*fn)(const char *, void *),
+                       void *ctx)
+{
+    while (bson_iter_next(it)) {
+        const char *key = bson_iter_key(it);
+        if (key[0] == '$') {
+            bson_iter_t sub;
+            bool logical =
+                strcmp(key, "$and") == 0 || strcmp(key, "$or") == 0 || strcmp(key, "$nor") == 0;
+            if (logical && BSON_ITER_HOLDS_ARRAY(it) && bson_iter_recurse(it, &sub)) {
+                while (bson_iter_next(&sub)) {
+                    bson_iter_t q;
+                    if (BSON_ITER_HOLDS_DOCUMENT(&sub) && bson_iter_recurse(&sub, &q) &&
+                        !walk_paths(&q, prefix, fn, ctx))
+                        return false;
+                }
+            }
+            continue; /* a condition of prefix, already reported */
+        }
+        char *path = prefix ? bson_strdup_printf("%s.%s", prefix, key) : bson_strdup(key);
+        bool go = fn(path, ctx);
+        bson_free(path);
+        if (!go)
+            return false;
+    }
+    return true;
+}
+
+bool cg_filter_query_paths(const cg_filter_t *f, bool (*fn)(const char *path, void *ctx), void *ctx)
+{
+    if ((f->n_ns && !fn("ns", ctx)) || (f->n_ops && !fn("operationType", ctx)) ||
+        (f->n_ids && !fn("documentKey", ctx)))
+        return false;
+    if (!f->query_json)
+        return true;
+    char err[256];
+    bson_t *q =
+        cg_match_parse_json(f->query_json, strlen(f->query_json), "filter", err, sizeof err);
+    bson_iter_t it;
+    /* It parsed when it was set; were it not to now, nothing would be checked: refuse. */
+    bool go = q && bson_iter_init(&it, q) ? walk_paths(&it, NULL, fn, ctx) : fn("", ctx);
+    if (q)
+        bson_destroy(q);
+    return go;
+}

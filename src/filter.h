@@ -35,6 +35,12 @@ int cg_filter_set_query(cg_filter_t *f, const char *json, char *err, size_t errl
  * cg_filter_match() then also requires it to match cg_event_subject(ev), and
  * an event with no subject view matches no filter that has a rule. */
 int cg_filter_set_rule(cg_filter_t *f, const bson_t *rule, char *err, size_t errlen);
+/* Calls fn with every field path the `filter` query looks at (before
+ * cg_filter_compile()), operators' arguments included ($elemMatch's
+ * conditions count as their array's path). Stops and returns false when fn
+ * does. The ns/op/id shorthands look at ns, operationType and documentKey. */
+bool cg_filter_query_paths(const cg_filter_t *f, bool (*fn)(const char *path, void *ctx),
+                           void *ctx);
 /* Builds the match tree. */
 int cg_filter_compile(cg_filter_t *f, char *err, size_t errlen);
 

@@ -319,3 +319,8 @@ int cg_project_restrict(const cg_project_t *asked, const cg_project_t *allowed, 
     *out = copy_project(asked);
     return 0;
 }
+
+bool cg_project_covers(const cg_project_t *p, const char *path)
+{
+    return covered(&p->root, path, strlen(path));
+}

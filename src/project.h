@@ -38,6 +38,10 @@ const char *cg_project_key(const cg_project_t *p);
 int cg_project_restrict(const cg_project_t *asked, const cg_project_t *allowed, cg_project_t **out,
                         char *err, size_t errlen);
 
+/* True when p keeps the dotted path whole (the path or one of its ancestors
+ * is one of p's fields): what a filter on that path may look at. */
+bool cg_project_covers(const cg_project_t *p, const char *path);
+
 /* Writes the projection of doc into out (initialised by the caller). */
 void cg_project_apply(const cg_project_t *p, const bson_t *doc, bson_t *out);
 

@@ -314,6 +314,20 @@ char *cg_request_history_lost_json(const char *reason, const char *position)
     return text;
 }
 
+struct outside {
+    const cg_project_t *allowed;
+    char *path; /* the first path outside it */
+};
+
+static bool path_outside(const char *path, void *ctx)
+{
+    struct outside *o = ctx;
+    if (cg_project_covers(o->allowed, path))
+        return true;
+    o->path = bson_strdup(path);
+    return false;
+}
+
 int cg_request_grant(cg_request_t *req, const bson_t *rule, const char *fields)
 {
     char err[512];
@@ -324,6 +338,17 @@ int cg_request_grant(cg_request_t *req, const bson_t *rule, const char *fields)
     cg_project_t *allowed = cg_project_new(fields, err, sizeof err);
     if (!allowed)
         return cg_request_fail(req, 403, "invalid_token_fields", "the token's fields: %s", err);
+    /* A filter on a field the token hides would reveal it by which events
+     * arrive: a filter may only look at what the client may see. */
+    struct outside ctx = {allowed, NULL};
+    cg_filter_query_paths(req->filter, path_outside, &ctx);
+    if (ctx.path) {
+        cg_request_fail(req, 403, "field_not_allowed",
+                        "filter: '%.200s' is not within the fields the token allows", ctx.path);
+        bson_free(ctx.path);
+        cg_project_free(allowed);
+        return -1;
+    }
     cg_project_t *both = NULL;
     int rc = cg_project_restrict(req->project, allowed, &both, err, sizeof err);
     cg_project_free(allowed);

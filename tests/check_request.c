@@ -242,6 +242,45 @@ START_TEST(history_lost_body)
 }
 END_TEST
 
+/* A token's fields bound what a client sees, and so what its filter may look
+ * at: a filter on a hidden field would reveal it by which events arrive. */
+START_TEST(grant_fields_bound_the_filter)
+{
+    cg_request_init(&req, "GET", "/events");
+    ck_assert_int_eq(cg_request_param(&req, "filter",
+                                      "{\"$or\": [{\"fullDocument.name\": \"a\"}, "
+                                      "{\"fullDocument.name\": {\"$regex\": \"^b\"}}]}"),
+                     0);
+    ck_assert_int_eq(cg_request_param(&req, "ns", "shop.orders"), 0);
+    ck_assert_int_eq(cg_request_grant(&req, NULL, "fullDocument.name"), 0);
+    ck_assert_ptr_nonnull(req.project);
+    cg_request_clear(&req);
+
+    cg_request_init(&req, "GET", "/events");
+    ck_assert_int_eq(cg_request_param(&req, "filter",
+                                      "{\"fullDocument.name\": \"a\", "
+                                      "\"$and\": [{\"fullDocument.salary\": {\"$gt\": 100}}]}"),
+                     0);
+    ck_assert_int_eq(cg_request_grant(&req, NULL, "fullDocument.name"), -1);
+    expect_error(403, "field_not_allowed", "'fullDocument.salary'");
+    cg_request_clear(&req);
+
+    /* A parent of what is allowed shows more than it. */
+    cg_request_init(&req, "GET", "/events");
+    ck_assert_int_eq(cg_request_param(&req, "filter", "{\"fullDocument\": {\"$exists\": true}}"),
+                     0);
+    ck_assert_int_eq(cg_request_grant(&req, NULL, "fullDocument.name"), -1);
+    expect_error(403, "field_not_allowed", "'fullDocument'");
+    cg_request_clear(&req);
+
+    /* fields asked beyond the token's. */
+    cg_request_init(&req, "GET", "/events");
+    ck_assert_int_eq(cg_request_param(&req, "fields", "fullDocument"), 0);
+    ck_assert_int_eq(cg_request_grant(&req, NULL, "fullDocument.name"), -1);
+    expect_error(403, "field_not_allowed", "fullDocument");
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("request");
@@ -257,6 +296,7 @@ int main(void)
     tcase_add_test(tc, raw_query_decodes_like_libmicrohttpd);
     tcase_add_test(tc, cors_origins);
     tcase_add_test(tc, history_lost_body);
+    tcase_add_test(tc, grant_fields_bound_the_filter);
     suite_add_tcase(s, tc);
     return test_run_suite(s);
 }
