@@ -12,6 +12,8 @@
 #include "hub.h"
 #include "jwt.h"
 
+#define CG_ACCESS_FOREVER_S (100LL * 365 * 24 * 3600)
+
 struct cg_access {
     bool jwt;
     cg_jwt_keys_t *keys;
@@ -203,8 +205,13 @@ int cg_access_check(const cg_access_t *a, cg_request_t *req, const char *authori
         cg_grant_clear(grant);
         return refuse(req, 403, why.code, why.message);
     }
-    if (exp) /* wall-clock seconds to the hub's monotonic clock */
-        grant->expires_ms = cg_hub_now_ms() + (exp - (int64_t)time(NULL)) * 1000;
+    /* The stream ends when the token stops being admitted: at exp plus the
+     * leeway (else a client told `expired` would be let in again at once).
+     * Wall-clock seconds become the hub's monotonic milliseconds; an exp
+     * centuries away (2^63-1, 1e300) is no expiry rather than an overflow. */
+    int64_t left = exp ? exp - (int64_t)time(NULL) : 0;
+    if (exp && left < CG_ACCESS_FOREVER_S)
+        grant->expires_ms = cg_hub_now_ms() + (left + (int64_t)a->policy.leeway_s) * 1000;
     if (cg_request_grant(req, grant->rule, grant->fields) != 0) {
         cg_grant_clear(grant);
         req->www_authenticate = false;
