@@ -185,10 +185,14 @@ int cg_access_check(const cg_access_t *a, cg_request_t *req, const char *authori
         token = query_token;
         len = strlen(query_token);
     }
-    if (!token)
-        return refuse(req, 401, "token_missing",
-                      "this server needs a token: an Authorization: Bearer header, the "
-                      "configured cookie, or an access_token parameter");
+    if (!token) {
+        char msg[256];
+        snprintf(msg, sizeof msg,
+                 "this server needs a token: an Authorization: Bearer header%s%s%s",
+                 a->cookie ? ", the cookie " : "", a->cookie ? a->cookie : "",
+                 a->query_token ? ", or an access_token parameter" : "");
+        return refuse(req, 401, "token_missing", msg);
+    }
     json_t *claims = NULL;
     int64_t exp = 0;
     cg_jwt_rc_t rc =
