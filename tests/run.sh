@@ -85,9 +85,10 @@ echo "== integration under valgrind"
 # failures (resets, 410); the watcher's own recoveries; hostile clients (limits,
 # malformed heads, 5,000 half-way connections, clients leaving mid-response;
 # about 40 s under valgrind with the full count); the FastCGI front end, raw and
-# behind nginx with a browser.
+# behind nginx with a browser; token verification and rules.
 VALGRIND_SCENARIOS="test_sse_resume test_history_lost test_invalidate test_foreign_state
-  test_watch_refused test_hangup test_hostile_clients test_fcgi_protocol test_fcgi_browser"
+  test_watch_refused test_hangup test_hostile_clients test_fcgi_protocol test_fcgi_browser
+  test_auth_tokens"
 if [ -x build/plain/src/changegate ]; then
   for t in $VALGRIND_SCENARIOS; do
     CHANGEGATE=$ROOT/build/plain/src/changegate DEVMONGO=$ROOT/tests/devmongo/devmongo \
