@@ -406,31 +406,31 @@ static void answer_error(req_t *r, const cg_request_t *rq, const char *retry_aft
 
 /* ---- streams and long-polls ---- */
 
-static void queue_heartbeat(req_t *r)
+/* Queues a message made from the subscriber's position (a heartbeat, or the
+ * expired notice); counts it as a delivery when `message`. */
+static void queue_positioned(req_t *r, char *(*make)(bool ndjson, const char *position),
+                             bool message)
 {
     cg_fcgi_t *f = r->conn->shard->fcgi;
     char *position = cg_hub_sub_position(f->hub, r->sub);
-    char *beat = cg_event_heartbeat(r->ndjson, position);
-    size_t len = strlen(beat);
-    queue_stdout_copy(r->conn, r->id, beat, len);
+    char *bytes = make(r->ndjson, position);
+    size_t len = strlen(bytes);
+    queue_stdout_copy(r->conn, r->id, bytes, len);
     r->sent += len;
-    cg_metrics_sent(r->transport, 0, len);
-    bson_free(beat);
+    cg_metrics_sent(r->transport, message ? 1 : 0, len);
+    bson_free(bytes);
     bson_free(position);
+}
+
+static void queue_heartbeat(req_t *r)
+{
+    queue_positioned(r, cg_event_heartbeat, false);
 }
 
 /* The token expired: the `expired` message ends the stream. */
 static void end_expired(req_t *r)
 {
-    cg_fcgi_t *f = r->conn->shard->fcgi;
-    char *position = cg_hub_sub_position(f->hub, r->sub);
-    char *msg = cg_event_expired(r->ndjson, position);
-    size_t len = strlen(msg);
-    queue_stdout_copy(r->conn, r->id, msg, len);
-    r->sent += len;
-    cg_metrics_sent(r->transport, 1, len);
-    bson_free(msg);
-    bson_free(position);
+    queue_positioned(r, cg_event_expired, true);
     finish_req(r);
 }
 

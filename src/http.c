@@ -160,28 +160,28 @@ static enum MHD_Result send_error(conn_ctx_t *c, const char *retry_after)
 
 /* ---- streams (SSE and NDJSON) ---- */
 
-/* The heartbeat's bytes become the literal being written (see cg_event_heartbeat()). */
-static void make_heartbeat(conn_ctx_t *c)
+/* A message made from the subscriber's position (a heartbeat, or the expired
+ * notice) becomes the literal being written. */
+static void make_positioned(conn_ctx_t *c, char *(*make)(bool ndjson, const char *position))
 {
     char *position = cg_hub_sub_position(c->http->hub, c->sub);
     bson_free(c->heartbeat);
-    c->heartbeat = cg_event_heartbeat(c->req.ndjson, position);
+    c->heartbeat = make(c->req.ndjson, position);
     bson_free(position);
     c->lit = c->heartbeat;
     c->lit_len = strlen(c->lit);
     c->lit_off = 0;
 }
 
+static void make_heartbeat(conn_ctx_t *c)
+{
+    make_positioned(c, cg_event_heartbeat);
+}
+
 /* The token expired: the `expired` message is the stream's last. */
 static void make_expired(conn_ctx_t *c)
 {
-    char *position = cg_hub_sub_position(c->http->hub, c->sub);
-    bson_free(c->heartbeat);
-    c->heartbeat = cg_event_expired(c->req.ndjson, position);
-    bson_free(position);
-    c->lit = c->heartbeat;
-    c->lit_len = strlen(c->lit);
-    c->lit_off = 0;
+    make_positioned(c, cg_event_expired);
     c->ending = true;
 }
 

@@ -590,6 +590,35 @@ def request(port, method, path, headers=None, body=None, timeout=10, host="127.0
         conn.close()
 
 
+def run_changegate(args, timeout=30):
+    """Runs changegate to completion (under CG_WRAPPER too), for --check-config and
+    start-up failures; returns (exit status, output)."""
+    argv = WRAPPER + [CHANGEGATE] + args
+    try:
+        p = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, timeout=timeout * SLOW,
+                           start_new_session=True)
+    except subprocess.TimeoutExpired as e:
+        raise TestFailure("changegate %s did not exit within %ss; output: %r" % (
+            args, timeout * SLOW, e.output))
+    return p.returncode, p.stdout.decode("utf-8", "replace")
+
+
+class Deviations:
+    """Checks of single requests whose failures are gathered and reported together at the
+    end of the story, so that one wrong answer does not hide the next."""
+
+    def __init__(self):
+        self.items = []
+
+    def expect(self, cond, msg, *args):
+        if not cond:
+            text = msg % args if args else msg
+            self.items.append(text)
+            say("DEVIATION: %s", text)
+        return bool(cond)
+
+
 def json_body(body, what="response"):
     try:
         return json.loads(body.decode("utf-8")) if body.strip() else None

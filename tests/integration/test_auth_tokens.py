@@ -73,7 +73,6 @@ the end, so one wrong code does not hide the next.
 import json
 import os
 import socket
-import subprocess
 import sys
 import threading
 import time
@@ -128,18 +127,6 @@ def auth(token, how="header", params=()):
     if how == "param":
         return {}, params + [("access_token", token)]
     raise ValueError(how)
-
-
-class Deviations:
-    def __init__(self):
-        self.items = []
-
-    def expect(self, cond, msg, *args):
-        if not cond:
-            text = msg % args if args else msg
-            self.items.append(text)
-            h.say("DEVIATION: %s", text)
-        return bool(cond)
 
 
 def ask(port, path, headers=None, host="127.0.0.1"):
@@ -254,16 +241,7 @@ def free_port_on(ip):
         s.close()
 
 
-def run_cg(args, timeout=30):
-    argv = h.WRAPPER + [h.CHANGEGATE] + args
-    try:
-        p = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                           stderr=subprocess.STDOUT, timeout=timeout * h.SLOW,
-                           start_new_session=True)
-    except subprocess.TimeoutExpired as e:
-        raise h.TestFailure("changegate %s did not exit within %ss; output: %r" % (
-            args, timeout * h.SLOW, e.output))
-    return p.returncode, p.stdout.decode("utf-8", "replace")
+
 
 
 def jwt_args(keys, rule=RULE, extra=()):
@@ -850,12 +828,12 @@ def configuration(sc, mongo, keys, dev):
     base = ["--mongo-uri", mongo.uri, "--state-dir", state,
             "--listen", "http://127.0.0.1:%d" % h.free_port()]
     good = base + jwt_args(k)
-    rc, out = run_cg(["--check-config"] + good)
+    rc, out = h.run_changegate(["--check-config"] + good)
     h.check(rc == 0, "--check-config with a good --auth jwt configuration exited %d: %s", rc,
             out)
     short = k.write("short.secret", "x" * 31 + "\n")
     just = k.write("just.secret", "y" * 32 + "\n")
-    rc, out = run_cg(["--check-config"] + base + ["--auth", "jwt", "--jwt-secret-file", just])
+    rc, out = h.run_changegate(["--check-config"] + base + ["--auth", "jwt", "--jwt-secret-file", just])
     dev.expect(rc == 0, "--check-config with a 32-byte secret (and a newline) exited %d: %s",
                rc, out.strip())
     from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -900,7 +878,7 @@ def configuration(sc, mongo, keys, dev):
          ["jwt-algorithms", "RS256"]),
     ]
     for what, extra, words in bad:
-        rc, out = run_cg(["--check-config"] + base + extra)
+        rc, out = h.run_changegate(["--check-config"] + base + extra)
         low = out.lower()
         if dev.expect(rc == 1, "--check-config with %s exited %d, expected 1: %s", what, rc,
                       out.strip()[-300:]):
@@ -911,7 +889,7 @@ def configuration(sc, mongo, keys, dev):
                   out.strip().splitlines()[-1][:90] if out.strip() else "")
     # The same problems stop a real start, before it listens.
     for what, extra, words in (bad[0], bad[2], bad[5]):
-        rc, out = run_cg(base + extra, timeout=20)
+        rc, out = h.run_changegate(base + extra, timeout=20)
         dev.expect(rc == 1 and any(wd in out.lower() for wd in words),
                    "a start with %s exited %d (expected 1, saying why): %r", what, rc,
                    out.strip()[-300:])
@@ -920,11 +898,11 @@ def configuration(sc, mongo, keys, dev):
     # --auth none beyond loopback.
     public = ["--mongo-uri", mongo.uri, "--state-dir", state,
               "--listen", "http://0.0.0.0:%d" % h.free_port()]
-    rc, out = run_cg(["--check-config"] + public)
+    rc, out = h.run_changegate(["--check-config"] + public)
     dev.expect(rc == 1 and "allow-public-unauthenticated" in out,
                "--auth none on 0.0.0.0: --check-config exited %d without naming "
                "--allow-public-unauthenticated: %r", rc, out.strip()[-300:])
-    rc, out = run_cg(public, timeout=20)
+    rc, out = h.run_changegate(public, timeout=20)
     dev.expect(rc == 1 and "allow-public-unauthenticated" in out,
                "--auth none on 0.0.0.0: a start exited %d without naming "
                "--allow-public-unauthenticated: %r", rc, out.strip()[-300:])
@@ -947,7 +925,7 @@ def configuration(sc, mongo, keys, dev):
 
 def story(sc):
     keys = tk.Keyring(sc.mkdir("keys"))
-    dev = Deviations()
+    dev = h.Deviations()
     ck = Checker(keys, dev)
     mongo = sc.devmongo()
     w = sc.writer(mongo.uri)

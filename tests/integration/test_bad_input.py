@@ -22,7 +22,6 @@ of it disturbs a well-behaved subscriber.
    client when it next writes to it, so this runs with --heartbeat 1).
 """
 import os
-import subprocess
 import sys
 import urllib.parse
 
@@ -30,17 +29,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness as h  # noqa: E402
 
 
-def run_cg(args, timeout=30):
-    """Run changegate to completion (under CG_WRAPPER too); returns (status, output)."""
-    argv = h.WRAPPER + [h.CHANGEGATE] + args
-    try:
-        p = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                           stderr=subprocess.STDOUT, timeout=timeout * h.SLOW,
-                           start_new_session=True)
-    except subprocess.TimeoutExpired as e:
-        raise h.TestFailure("changegate %s did not exit within %ss; output: %r" % (
-            args, timeout * h.SLOW, e.output))
-    return p.returncode, p.stdout.decode("utf-8", "replace")
+
 
 
 def check_config(sc):
@@ -51,7 +40,7 @@ def check_config(sc):
     good = base + ["--watch", "shop.orders", "--journal-size", "500", "--heartbeat", "5",
                    "--pipeline", '[{"$match": {"operationType": {"$in": ["insert", "update"]}}}]',
                    "--full-document", "updateLookup", "--max-subscribers", "50"]
-    rc, out = run_cg(["--check-config"] + good)
+    rc, out = h.run_changegate(["--check-config"] + good)
     h.check(rc == 0, "--check-config with a good configuration exited %s: %s", rc, out)
     h.say("--check-config: good configuration accepted")
 
@@ -71,7 +60,7 @@ def check_config(sc):
         ("full-document unknown", ["--full-document", "sometimes"], ["full-document", "full_document"]),
     ]
     for what, extra, words in bad:
-        rc, out = run_cg(["--check-config"] + base + extra)
+        rc, out = h.run_changegate(["--check-config"] + base + extra)
         h.check(rc == 1, "--check-config with %s (%s) exited %s, expected 1; output: %s",
                 what, extra, rc, out.strip())
         low = out.lower()
@@ -81,7 +70,7 @@ def check_config(sc):
         h.say("--check-config rejects %-30s: %s", what, out.strip().splitlines()[-1][:100]
               if out.strip() else "")
 
-    rc, out = run_cg(base + ["--journal-size", "0"], timeout=20)
+    rc, out = h.run_changegate(base + ["--journal-size", "0"], timeout=20)
     h.check(rc == 1, "a normal start with --journal-size 0 exited %s, expected 1: %s", rc, out)
     h.check("journal" in out.lower(), "a normal start with a bad value does not name it: %r", out)
     h.say("a normal start with a bad value exits 1 naming it")

@@ -251,21 +251,6 @@ def get(path, fields=(("Host", "x"),), method="GET", body=b""):
 
 # --------------------------------------------------------------------------- checking
 
-class Deviations:
-    """Checks of single requests whose failures are gathered and reported together at the
-    end of the story, so that one wrong answer does not hide the next."""
-
-    def __init__(self):
-        self.items = []
-
-    def expect(self, cond, msg, *args):
-        if not cond:
-            text = msg % args if args else msg
-            self.items.append(text)
-            h.say("DEVIATION: %s", text)
-        return bool(cond)
-
-
 def is_json_error(ans, status, codes):
     """'' when ans is `status` application/json {"error": one of codes, "message": text},
     else what differs."""
@@ -614,7 +599,7 @@ def story(sc):
           baseline)
 
     # 2. limits and errors
-    dev = Deviations()
+    dev = h.Deviations()
     limits_and_errors(cg, dev, pos, lambda i: list(range(i + 1, 10)))
     seqs = write_orders(3)
     good.expect(seqs, what="after the bad requests")
