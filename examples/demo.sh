@@ -11,29 +11,11 @@ MONGO_PORT=${DEMO_MONGO_PORT:-27017}
 HTTP_PORT=${DEMO_HTTP_PORT:-8080}
 PAGE_PORT=${DEMO_PAGE_PORT:-8081}
 
-bash tests/install-deps.sh
-[ -f configure ] || autoreconf -fi >/dev/null
-mkdir -p build/plain
-(cd build/plain && { [ -f Makefile ] || "$ROOT/configure" -q; } && make -s -j2) >build/demo-build.log 2>&1 ||
-  { tail -30 build/demo-build.log; exit 1; }
+source examples/lib.sh
+demo_build
+demo_state changegate-demo
 
-STATE=$(mktemp -d /tmp/changegate-demo.XXXXXX)
-pids=()
-cleanup() {
-  trap - EXIT INT TERM
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$STATE"
-  echo "demo stopped"
-}
-trap cleanup EXIT INT TERM
-
-tests/devmongo/devmongo --port "$MONGO_PORT" >"$STATE/devmongo.log" 2>&1 &
-pids+=($!)
-for _ in $(seq 50); do grep -q "ready on" "$STATE/devmongo.log" && break; sleep 0.1; done
-grep -q "ready on" "$STATE/devmongo.log" || { cat "$STATE/devmongo.log"; exit 1; }
-
-URI="mongodb://127.0.0.1:$MONGO_PORT/?replicaSet=rs0"
+demo_devmongo "$MONGO_PORT"
 build/plain/src/changegate --mongo-uri "$URI" --listen "http://127.0.0.1:$HTTP_PORT" \
   --state-dir "$STATE" --cors-origin "http://127.0.0.1:$PAGE_PORT" \
   --cors-origin "http://localhost:$PAGE_PORT" 2>"$STATE/changegate.log" &
