@@ -47,7 +47,6 @@ JOURNAL=$((EXPECT > 10000 ? EXPECT : 10000))
 sock=$out/changegate.sock
 [ ${#sock} -lt 108 ] || bench_die 2 "$sock: too long for a Unix socket path"
 EXAMPLE_SOCKET=/run/changegate/changegate.sock # what the examples name, replaced by $sock
-hz=$(getconf CLK_TCK)
 
 # nginx in front of $sock with the examples' snippets; sets ng_pid (the master), ng_procs
 # (master and worker) and ng_port, and waits until /changegate/healthz answers.
@@ -101,13 +100,18 @@ EOF
     [ ${#ng_procs[@]} = 2 ] || bench_die 1 "nginx has ${#ng_procs[@]} processes, not master + 1 worker"
 }
 
-cores() { awk -v t="$1" -v hz="$hz" -v s="$2" 'BEGIN {printf "%.2f", t / hz / s}'; }
-per_delivery() { awk -v t="$1" -v hz="$hz" -v n="$((SUBSCRIBERS * EXPECT))" 'BEGIN {printf "%.2f", t / hz / n * 1e6}'; }
-declare -A fig # fig[<kind>.<column>]: the rounds' figures, "; " between them
-add() { fig[$1]=${fig[$1]:+${fig[$1]}; }$2; }
+per_delivery() { bench_us_per "$1" $((SUBSCRIBERS * EXPECT)); } # ticks
+
+# bench_measure's sample: changegate's and nginx's CPU ticks, before (0) and after (1).
+sample_cpu() {
+    local ng=0
+    [ ${#ng_procs[@]} = 0 ] || ng=$(bench_cpu_ticks "${ng_procs[@]}")
+    printf -v "cg$1" %s "$(bench_cpu_ticks "$cg_pid")"
+    printf -v "ng$1" %s "$ng"
+}
 
 # One run: direct (loadclient -> changegate's HTTP) or nginx (loadclient -> nginx ->
-# changegate's FastCGI socket). Adds its figures to fig[].
+# changegate's FastCGI socket). Adds its figures to bench_fig[].
 run() { # kind round
     local kind=$1 tag=$1$2 port path
     bench_start_devmongo
@@ -132,52 +136,22 @@ run() { # kind round
     cg_conn=$(bench_rss_kb "$cg_pid")
     [ "$kind" = nginx ] && ng_conn=$(bench_rss_kb "${ng_procs[@]}")
     echo "fcgi-fanout: $tag: $SUBSCRIBERS subscribers streaming; writing $RATE/s for ${DURATION}s"
-    local cg0 ng0=0 dm0 busy0 all0 wall0 cg1 ng1=0 dm1 busy1 all1 wall1 lc_rc=0
-    read -r busy0 all0 < <(bench_host_ticks)
-    cg0=$(bench_cpu_ticks "$cg_pid") dm0=$(bench_cpu_ticks "$dm_pid") wall0=$EPOCHREALTIME
-    [ "$kind" = nginx ] && ng0=$(bench_cpu_ticks "${ng_procs[@]}")
-    "$PY" "$here/writer.py" --uri "$mongo_uri" --rate "$RATE" --duration "$DURATION" \
-        --doc-bytes "$DOC_BYTES" >"$out/writer-$tag.json"
-    wait "$lc_pid" || lc_rc=$?
-    cg1=$(bench_cpu_ticks "$cg_pid") dm1=$(bench_cpu_ticks "$dm_pid") wall1=$EPOCHREALTIME
-    read -r busy1 all1 < <(bench_host_ticks)
-    [ "$kind" = nginx ] && ng1=$(bench_cpu_ticks "${ng_procs[@]}")
-    local wall load
-    wall=$(awk -v a="$wall0" -v b="$wall1" 'BEGIN {print b - a}')
-    load=$(cut -d' ' -f1 /proc/loadavg)
-    echo "fcgi-fanout: $tag: writer: $(cat "$out/writer-$tag.json")"
-    echo "fcgi-fanout: $tag: loadclient: $(cat "$out/loadclient-$tag.json")"
-    bench_stop_changegate
-    bench_stop_all
-
-    local deliveries p50 p99 gaps repeats complete lc_cpu written rate_w wr_cpu ok=yes
-    read -r deliveries p50 p99 gaps repeats complete lc_cpu < <(bench_json "$out/loadclient-$tag.json" \
-        deliveries_per_s latency_us.p50 latency_us.p99 gaps repeats complete cpu_s)
-    read -r written rate_w wr_cpu < <(bench_json "$out/writer-$tag.json" written rate cpu_s)
-    [ "$complete" = true ] && [ "$gaps" = 0 ] && [ "$repeats" = 0 ] && [ "$lc_rc" = 0 ] || ok=no
-    [ "$written" = "$EXPECT" ] || ok=no
-    [ "$ok" = yes ] || all_ok=no
-    add "$kind.rate" "$rate_w"
-    add "$kind.seconds" "$(printf %.1f "$wall")"
-    add "$kind.deliveries" "$deliveries"
-    add "$kind.p50" "$(bench_ms "$p50")"
-    add "$kind.p99" "$(bench_ms "$p99")"
-    add "$kind.cg_cpu" "$(cores $((cg1 - cg0)) "$wall") / $(per_delivery $((cg1 - cg0)))"
-    add "$kind.cg_rss" "$(bench_mb "$cg_idle") / $(bench_mb "$cg_conn") / $(bench_mb "$(bench_peak_kb "$out/rss-changegate-$tag.txt")")"
-    if [ "$kind" = nginx ]; then
-        add "$kind.ng_cpu" "$(cores $((ng1 - ng0)) "$wall") / $(per_delivery $((ng1 - ng0)))"
-        add "$kind.ng_rss" "$(bench_mb "$ng_idle") / $(bench_mb "$ng_conn") / $(bench_mb "$(bench_peak_kb "$out/rss-nginx-$tag.txt")")"
-    fi
-    add "$kind.lc_cpu" "$(awk -v c="$lc_cpu" -v s="$wall" 'BEGIN {printf "%.2f", c / s}')"
+    local cg0 ng0 cg1 ng1
+    bench_measure "$tag" sample_cpu "$EXPECT" --rate "$RATE" --duration "$DURATION" \
+        --doc-bytes "$DOC_BYTES"
+    [ "$m_ok" = yes ] || all_ok=no
     # The machine's busy share, and the cores busy with anything but this run (other
     # work on the machine disturbs the figures): busy minus changegate, nginx, devmongo,
     # the writer and loadclient (its CPU includes connecting, so this errs low).
-    add "$kind.host" "$(awk -v b=$((busy1 - busy0)) -v t=$((all1 - all0)) -v ours=$((cg1 - cg0 + ng1 - ng0 + dm1 - dm0)) \
-        -v cpu="$lc_cpu $wr_cpu" -v hz="$hz" -v s="$wall" 'BEGIN {split(cpu, c, " ");
-        o = (b - ours) / hz - c[1] - c[2]; printf "%.0f%% (others %.2f)", 100 * b / t, (o > 0 ? o : 0) / s}')"
-    add "$kind.ok" "$ok (gaps $gaps, repeats $repeats)"
-    add "$kind.load" "$load"
-    echo "fcgi-fanout: $tag: $deliveries deliveries/s, p50 $(bench_ms "$p50") ms, p99 $(bench_ms "$p99") ms, ok $ok"
+    bench_add_measured "$kind" $((cg1 - cg0 + ng1 - ng0))
+    bench_add "$kind.cg_cpu" "$(bench_cores $((cg1 - cg0)) "$m_wall") / $(per_delivery $((cg1 - cg0)))"
+    bench_add "$kind.cg_rss" "$(bench_mb "$cg_idle") / $(bench_mb "$cg_conn") / $(bench_mb "$(bench_peak_kb "$out/rss-changegate-$tag.txt")")"
+    if [ "$kind" = nginx ]; then
+        bench_add "$kind.ng_cpu" "$(bench_cores $((ng1 - ng0)) "$m_wall") / $(per_delivery $((ng1 - ng0)))"
+        bench_add "$kind.ng_rss" "$(bench_mb "$ng_idle") / $(bench_mb "$ng_conn") / $(bench_mb "$(bench_peak_kb "$out/rss-nginx-$tag.txt")")"
+    fi
+    bench_add "$kind.ok" "$m_ok (gaps $m_gaps, repeats $m_repeats)"
+    echo "fcgi-fanout: $tag: $m_deliveries deliveries/s, p50 $(bench_ms "$m_p50") ms, p99 $(bench_ms "$m_p99") ms, ok $m_ok"
 }
 
 all_ok=yes
@@ -209,7 +183,7 @@ for kind in direct nginx; do
     direct) path="direct HTTP" ;;
     nginx) path="nginx (1 worker) → FastCGI unix socket" ;;
     esac
-    row="| $date | $(bench_commit) | $path | $SUBSCRIBERS | $EXPECT | ${fig[$kind.rate]} | ${fig[$kind.seconds]} | ${fig[$kind.deliveries]} | ${fig[$kind.p50]} | ${fig[$kind.p99]} | ${fig[$kind.cg_cpu]} | ${fig[$kind.cg_rss]} | ${fig[$kind.ng_cpu]:--} | ${fig[$kind.ng_rss]:--} | ${fig[$kind.lc_cpu]} | ${fig[$kind.host]} | ${fig[$kind.ok]} | $(nproc) CPUs, load ${fig[$kind.load]} | \`$command_line\` |"
+    row="| $date | $(bench_commit) | $path | $SUBSCRIBERS | $EXPECT | ${bench_fig[$kind.rate]} | ${bench_fig[$kind.seconds]} | ${bench_fig[$kind.deliveries]} | ${bench_fig[$kind.p50]} | ${bench_fig[$kind.p99]} | ${bench_fig[$kind.cg_cpu]} | ${bench_fig[$kind.cg_rss]} | ${bench_fig[$kind.ng_cpu]:--} | ${bench_fig[$kind.ng_rss]:--} | ${bench_fig[$kind.lc_cpu]} | ${bench_fig[$kind.host]} | ${bench_fig[$kind.ok]} | $(nproc) CPUs, load ${bench_fig[$kind.load]} | \`$command_line\` |"
     bench_append_row fcgi-fanout "$header" "$row"
 done
 rm -f "$header"

@@ -33,6 +33,10 @@ bench_init() {
     cc -O2 -std=c11 -Wall -o "$here/loadclient" "$here/loadclient.c"
 }
 
+# A run's figures by "<kind>.<column>", the rounds' separated by "; " (bench_add).
+declare -A bench_fig=()
+bench_add() { bench_fig[$1]=${bench_fig[$1]:+${bench_fig[$1]}; }$2; } # key value
+
 bench_die() { # status message
     echo "$bench_name: $2" >&2
     exit "$1"
@@ -115,6 +119,59 @@ bench_start_loadclient() { # tag loadclient-options...
     bench_die 1 "subscribers did not connect"
 }
 
+# The measured span of a fan-out run, once bench_start_loadclient has every subscriber
+# streaming: runs bench/writer.py with WRITER-OPTIONS (its JSON in $out/writer-TAG.json)
+# and waits for loadclient, then prints both summaries and stops changegate (it must exit
+# 0) and everything else. SAMPLE, a function, is called with 0 just before the writer
+# starts and with 1 once loadclient is done, to read the scenario's own counters (it sees
+# the caller's locals). Sets, over the span: m_wall (seconds), m_busy and m_all (host
+# ticks: bench_host_ticks), m_dm (devmongo's CPU ticks), m_load (load average at its
+# end), m_lc_rc (loadclient's status); from loadclient's summary m_deliveries, m_p50,
+# m_p99 (µs), m_gaps, m_repeats, m_misrouted, m_complete, m_lc_cpu, m_connect_s; from
+# the writer's m_written, m_rate, m_wr_cpu; and m_ok: yes when loadclient passed, with
+# no gap, repeat or misrouted event, and the writer wrote WRITTEN documents.
+bench_measure() { # tag sample written writer-options...
+    local tag=$1 sample=$2 want=$3 busy0 all0 busy1 all1 dm0 wall0
+    shift 3
+    read -r busy0 all0 < <(bench_host_ticks)
+    dm0=$(bench_cpu_ticks "$dm_pid")
+    "$sample" 0
+    wall0=$EPOCHREALTIME
+    "$PY" "$here/writer.py" --uri "$mongo_uri" "$@" >"$out/writer-$tag.json"
+    m_lc_rc=0
+    wait "$lc_pid" || m_lc_rc=$?
+    m_wall=$(bench_seconds "$wall0" "$EPOCHREALTIME")
+    "$sample" 1
+    m_dm=$(($(bench_cpu_ticks "$dm_pid") - dm0))
+    read -r busy1 all1 < <(bench_host_ticks)
+    m_busy=$((busy1 - busy0)) m_all=$((all1 - all0))
+    m_load=$(cut -d' ' -f1 /proc/loadavg)
+    echo "$bench_name: $tag: writer: $(cat "$out/writer-$tag.json")"
+    echo "$bench_name: $tag: loadclient: $(cat "$out/loadclient-$tag.json")"
+    bench_stop_changegate
+    bench_stop_all
+    read -r m_deliveries m_p50 m_p99 m_gaps m_repeats m_misrouted m_complete m_lc_cpu m_connect_s \
+        < <(bench_json "$out/loadclient-$tag.json" deliveries_per_s latency_us.p50 latency_us.p99 \
+            gaps repeats misrouted complete cpu_s connect_s)
+    read -r m_written m_rate m_wr_cpu < <(bench_json "$out/writer-$tag.json" written rate cpu_s)
+    m_ok=yes
+    [ "$m_complete" = true ] && [ "$m_gaps" = 0 ] && [ "$m_repeats" = 0 ] &&
+        [ "$m_misrouted" = 0 ] && [ "$m_lc_rc" = 0 ] && [ "$m_written" = "$want" ] || m_ok=no
+}
+# Adds bench_measure's common figures under KIND: rate, seconds, deliveries, p50, p99
+# (ms), lc_cpu (loadclient's cores), host (bench_host_busy, OURS being the CPU ticks of
+# the run's processes besides devmongo, the writer and loadclient) and load.
+bench_add_measured() { # kind ours-ticks
+    bench_add "$1.rate" "$m_rate"
+    bench_add "$1.seconds" "$(printf %.1f "$m_wall")"
+    bench_add "$1.deliveries" "$m_deliveries"
+    bench_add "$1.p50" "$(bench_ms "$m_p50")"
+    bench_add "$1.p99" "$(bench_ms "$m_p99")"
+    bench_add "$1.lc_cpu" "$(awk -v c="$m_lc_cpu" -v s="$m_wall" 'BEGIN {printf "%.2f", c / s}')"
+    bench_add "$1.host" "$(bench_host_busy "$m_busy" "$m_all" $(($2 + m_dm)) "$m_lc_cpu $m_wr_cpu" "$m_wall")"
+    bench_add "$1.load" "$m_load"
+}
+
 # Stops changegate with SIGTERM; it must exit 0.
 bench_stop_changegate() {
     kill -TERM "$cg_pid"
@@ -165,6 +222,37 @@ bench_cpu_ticks() { # pid...
 # The machine's CPU time so far, in clock ticks: "<busy> <total>" (busy: all but idle
 # and iowait), summed over its CPUs.
 bench_host_ticks() { awk '$1 == "cpu" {print $2 + $3 + $4 + $7 + $8 + $9, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9}' /proc/stat; }
+# CPU time of processes so far in ns, summed over their threads: the scheduler's own
+# count (/proc/<pid>/task/*/schedstat), exact where bench_cpu_ticks has 10 ms steps; a
+# thread that has ended no longer counts, so use it across spans in which none ends.
+bench_cpu_ns() { # pid...
+    local p
+    for p in "$@"; do cat /proc/"$p"/task/*/schedstat 2>/dev/null || true; done | awk '{s += $1} END {printf "%.0f\n", s}'
+}
+# CPU time (clock ticks, or units of which UNITS make a second: 1e9 for bench_cpu_ns) as
+# cores (CPU seconds per second of wall time) and as µs per item, two decimals.
+bench_cores() { awk -v t="$1" -v hz="${3:-$(getconf CLK_TCK)}" -v s="$2" 'BEGIN {printf "%.2f", t / hz / s}'; } # cpu seconds [units]
+bench_us_per() { awk -v t="$1" -v hz="${3:-$(getconf CLK_TCK)}" -v n="$2" 'BEGIN {printf "%.2f", t / hz / n * 1e6}'; } # cpu items [units]
+# Wall seconds between two $EPOCHREALTIME readings.
+bench_seconds() { awk -v a="$1" -v b="$2" 'BEGIN {print b - a}'; } # start end
+# The machine's busy share over a run and, in brackets, the cores busy with other work
+# than the run's own processes (which disturbs the figures): "<busy>% (others <cores>)".
+# busy and all are bench_host_ticks differences; ours the run's processes' CPU ticks;
+# cpu_s the CPU seconds of processes that report their own (loadclient, the writer).
+bench_host_busy() { # busy-ticks all-ticks ours-ticks "cpu_s ..." seconds
+    awk -v b="$1" -v t="$2" -v ours="$3" -v cpu="$4" -v hz="$(getconf CLK_TCK)" -v s="$5" 'BEGIN {
+        o = (b - ours) / hz; n = split(cpu, c, " "); for (i = 1; i <= n; i++) o -= c[i];
+        printf "%.0f%% (others %.2f)", 100 * b / t, (o > 0 ? o : 0) / s}'
+}
+# The matching index of a running changegate: "<indexed>/<scanned>" subscribers
+# (cg_index_indexed_count/scanned_count; /metrics does not show them), read with gdb from
+# main()'s hub, which stops changegate for about 0.3 s. Needs gdb, ptrace rights and
+# changegate's debug info (the default -g); "-" when any is missing.
+bench_index_counts() { # port: "indexed/scanned" subscribers, from /metrics
+    curl -s "http://127.0.0.1:$1/metrics" |
+        awk '/^changegate_subscribers_indexed / {i = $2} /^changegate_subscribers_scanned / {s = $2}
+             END {print (i != "" && s != "" ? i "/" s : "-")}'
+}
 bench_commit() { # BENCH_COMMIT (the binary's source), else HEAD of the checkout
     [ -n "${BENCH_COMMIT:-}" ] && { echo "$BENCH_COMMIT"; return; }
     git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo uncommitted

@@ -17,7 +17,15 @@
  * For filtered fan-out, "{i}" in --path is replaced by each connection's index, and
  * --stride K says connection i receives exactly the seqs congruent to i modulo K (the
  * writer's --owners K puts owner "u<seq % K>" in each document): its seqs then go up by
- * K, and an event with another residue is counted as misrouted.
+ * K, and an event with another residue is counted as misrouted. Instead of --expect
+ * (the same count for every connection), --events N says the writer writes N events
+ * (seqs from --first-seq): each connection then expects those of its residue, which may
+ * be none when N is below K (it is complete once streaming).
+ *
+ * Tokens (--tokens FILE): one token a line; connection i sends line i (0-based) as
+ * "Authorization: Bearer <token>", or with --token-param NAME as the query parameter
+ * NAME (appended to the path with "?" or "&"), for servers that authenticate each
+ * subscriber (changegate --auth jwt). The file must have a line per connection.
  *
  * Holding (--hold S): once every connection is streaming, keep them all open S seconds
  * more whatever --expect says (--duration then only bounds the time to connect), then
@@ -74,7 +82,8 @@ struct conn {
     /* accounting */
     int64_t last_seq, base_seq; /* base_seq: the first seq this connection should get */
     uint64_t received, gaps, repeats, resets, no_seq, misrouted, heartbeats;
-    char *req; /* the request, when the path has "{i}" */
+    char *req;       /* the request, when the path has "{i}" */
+    uint64_t expect; /* events this connection should get (--expect, or from --events) */
     bool complete;
 };
 
@@ -89,7 +98,16 @@ static struct {
     int stride;
     double hold;             /* > 0: hold every connection this long once all stream */
     uint64_t min_heartbeats; /* each connection must get at least this many */
-} opt = {"127.0.0.1", "8080", "/events", NULL, 100, 30.0, 0, 0, 256, false, 1, 0, 0};
+    const char *tokens;      /* a file: one token a line, line i for connection i */
+    const char *token_param; /* send the token as this query parameter, not a header */
+    int64_t events;          /* >= 0: the writer's events in all (--events), else -1 */
+} opt = {"127.0.0.1", "8080", "/events", NULL, 100, 30.0, 0, 0, 256, false, 1, 0, 0, .events = -1};
+
+/* Whether connections wait for a known number of events (--expect or --events). */
+static bool expecting(void)
+{
+    return opt.expect || opt.events >= 0;
+}
 
 /* Latency histogram: 10 us buckets up to 10 s, then 10 ms buckets up to 1,000 s (an
  * overloaded run's backlog); beyond that only the maximum is known. */
@@ -104,6 +122,8 @@ static int64_t lat_max = INT64_MIN, lat_min = INT64_MAX;
 static double lat_sum;
 
 static struct conn *conns;
+static char **tokens; /* --tokens: one per connection */
+static char *tokens_text;
 static int epfd;
 static char request[2048];
 static size_t request_len;
@@ -268,7 +288,7 @@ static void sse_dispatch(struct conn *c, int64_t recv_us)
             t_last_event = t;
             if (c->has_ts)
                 record_latency(recv_us - c->ts_us);
-            if (opt.expect && !c->complete && c->received >= opt.expect) {
+            if (expecting() && !c->complete && c->received >= c->expect) {
                 c->complete = true;
                 n_complete++;
             }
@@ -288,6 +308,10 @@ static void sse_line(struct conn *c, const char *l, size_t n, int64_t recv_us)
             c->got_preamble = true;
             n_pending--;
             n_ready++;
+            if (expecting() && c->expect == 0 && !c->complete) { /* nothing to wait for */
+                c->complete = true;
+                n_complete++;
+            }
         } else if (n >= 10 && n - (l[1] == ' ' ? 2 : 1) >= 9 &&
                    memcmp(l + (l[1] == ' ' ? 2 : 1), "heartbeat", 9) == 0) {
             c->heartbeats++;
@@ -530,17 +554,70 @@ static void conn_event(struct conn *c, uint32_t ev)
 }
 
 /* The subscription request: the path is head[0..head_len) + index + tail
- * (index is where "{i}" stood, or empty). Returns its length. */
+ * (index is where "{i}" stood, or empty), then the token (or NULL) as the query
+ * parameter --token-param or as an Authorization header. Returns its length. */
 static size_t format_request(char *out, size_t cap, const char *head, int head_len,
-                             const char *index, const char *tail)
+                             const char *index, const char *tail, const char *token)
 {
+    bool in_query = token && opt.token_param;
+    bool has_query = memchr(head, '?', (size_t)head_len) || strchr(tail, '?');
     int n = snprintf(out, cap,
-                     "GET %.*s%s%s HTTP/1.1\r\nHost: %s:%s\r\nAccept: text/event-stream\r\n"
+                     "GET %.*s%s%s%s%s%s%s HTTP/1.1\r\nHost: %s:%s\r\n"
+                     "Accept: text/event-stream\r\n%s%s%s"
                      "Cache-Control: no-cache\r\nUser-Agent: changegate-loadclient\r\n\r\n",
-                     head_len, head, index, tail, opt.host, opt.port);
+                     head_len, head, index, tail, in_query ? (has_query ? "&" : "?") : "",
+                     in_query ? opt.token_param : "", in_query ? "=" : "", in_query ? token : "",
+                     opt.host, opt.port, token && !in_query ? "Authorization: Bearer " : "",
+                     token && !in_query ? token : "", token && !in_query ? "\r\n" : "");
     if (n < 0 || (size_t)n >= cap)
         die("request for path %s is too long", opt.path);
     return (size_t)n;
+}
+
+/* --tokens: reads the file, one token a line (blank lines and a final newline
+ * ignored); there must be one for each connection. */
+static void read_tokens(void)
+{
+    FILE *f = fopen(opt.tokens, "rb");
+    if (!f)
+        die("%s: %s", opt.tokens, strerror(errno));
+    size_t cap = 1 << 20, len = 0;
+    tokens_text = malloc(cap + 1);
+    if (!tokens_text)
+        die("out of memory");
+    for (size_t r; (r = fread(tokens_text + len, 1, cap - len, f)) > 0;) {
+        len += r;
+        if (len == cap) {
+            char *more = realloc(tokens_text, (cap *= 2) + 1);
+            if (!more)
+                die("out of memory");
+            tokens_text = more;
+        }
+    }
+    fclose(f);
+    tokens = calloc((size_t)opt.connections, sizeof *tokens);
+    if (!tokens)
+        die("out of memory");
+    tokens_text[len] = 0;
+    int n = 0;
+    for (char *save = NULL, *t = strtok_r(tokens_text, "\r\n", &save); t && n < opt.connections;
+         t = strtok_r(NULL, "\r\n", &save))
+        tokens[n++] = t;
+    if (n < opt.connections)
+        die("%s has %d tokens for %d connections", opt.tokens, n, opt.connections);
+}
+
+/* The first seq connection c should get, and how many (see --stride, --events). */
+static void conn_seqs(struct conn *c)
+{
+    c->base_seq = opt.first_seq + ((c->idx - opt.first_seq) % opt.stride + opt.stride) % opt.stride;
+    c->last_seq = c->base_seq - opt.stride;
+    c->expect = opt.expect;
+    if (opt.events >= 0)
+        c->expect =
+            c->base_seq < opt.first_seq + opt.events
+                ? (uint64_t)((opt.first_seq + opt.events - 1 - c->base_seq) / opt.stride + 1)
+                : 0;
 }
 
 static void conn_start(struct conn *c)
@@ -552,17 +629,21 @@ static void conn_start(struct conn *c)
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     c->fd = fd;
     c->state = C_CONNECTING;
-    c->base_seq = opt.first_seq + ((c->idx - opt.first_seq) % opt.stride + opt.stride) % opt.stride;
-    c->last_seq = c->base_seq - opt.stride;
+    conn_seqs(c);
     const char *mark = strstr(opt.path, "{i}");
-    if (mark) {
-        size_t len = strlen(request) + 16;
+    const char *token = tokens ? tokens[c->idx] : NULL;
+    if (mark || token) {
+        size_t len = strlen(request) + 64 + (token ? strlen(token) : 0) +
+                     (opt.token_param ? strlen(opt.token_param) : 0);
         c->req = malloc(len);
         if (!c->req)
             die("out of memory");
         char idx[16];
         snprintf(idx, sizeof idx, "%d", c->idx);
-        format_request(c->req, len, opt.path, (int)(mark - opt.path), idx, mark + 3);
+        if (mark)
+            format_request(c->req, len, opt.path, (int)(mark - opt.path), idx, mark + 3, token);
+        else
+            format_request(c->req, len, opt.path, (int)strlen(opt.path), "", "", token);
     }
     n_pending++;
     n_started++;
@@ -583,16 +664,17 @@ static void on_signal(int sig)
 
 static void usage(void)
 {
-    fprintf(stderr,
-            "usage: loadclient [--host H] --port P [--path /events] [--connections N]\n"
-            "                  [--duration S] [--expect K] [--first-seq S] [--ready-file F]\n"
-            "                  [--max-pending N] [--stride K] [--hold H] [--min-heartbeats B]\n"
-            "                  [--verbose]\n"
-            "Opens N SSE subscriptions and prints one JSON line: connections, events,\n"
-            "deliveries/s, latency percentiles (receipt time - ts_us), gaps, repeats,\n"
-            "heartbeats. Stops after S seconds or once every connection has received K\n"
-            "events; with --hold, H seconds after every connection is streaming (S then\n"
-            "only bounds the connecting), and no connection may be closed by the server.\n");
+    fprintf(stderr, "usage: loadclient [--host H] --port P [--path /events] [--connections N]\n"
+                    "                  [--duration S] [--expect K | --events N] [--first-seq S]\n"
+                    "                  [--ready-file F] [--max-pending N] [--stride K] [--hold H]\n"
+                    "                  [--min-heartbeats B] [--tokens FILE [--token-param NAME]]\n"
+                    "                  [--verbose]\n"
+                    "Opens N SSE subscriptions and prints one JSON line: connections, events,\n"
+                    "deliveries/s, latency percentiles (receipt time - ts_us), gaps, repeats,\n"
+                    "heartbeats. Stops after S seconds or once every connection has received K\n"
+                    "events (with --events, its share by --stride of the N written); with --hold,\n"
+                    "H seconds after every connection is streaming (S then only bounds the\n"
+                    "connecting), and no connection may be closed by the server.\n");
     exit(2);
 }
 
@@ -614,6 +696,8 @@ int main(int argc, char **argv)
             opt.duration = atof(v);
         else if (ARG("--expect"))
             opt.expect = strtoull(v, NULL, 10);
+        else if (ARG("--events"))
+            opt.events = strtoll(v, NULL, 10);
         else if (ARG("--first-seq"))
             opt.first_seq = strtoll(v, NULL, 10);
         else if (ARG("--ready-file"))
@@ -626,6 +710,10 @@ int main(int argc, char **argv)
             opt.hold = atof(v);
         else if (ARG("--min-heartbeats"))
             opt.min_heartbeats = strtoull(v, NULL, 10);
+        else if (ARG("--tokens"))
+            opt.tokens = v;
+        else if (ARG("--token-param"))
+            opt.token_param = v;
         else if (strcmp(a, "--verbose") == 0)
             opt.verbose = true;
         else
@@ -633,7 +721,7 @@ int main(int argc, char **argv)
 #undef ARG
     }
     if (opt.connections <= 0 || opt.duration <= 0 || opt.max_pending <= 0 || opt.stride <= 0 ||
-        opt.hold < 0)
+        opt.hold < 0 || (opt.events >= 0 && opt.expect))
         usage();
 
     struct rlimit rl;
@@ -654,7 +742,10 @@ int main(int argc, char **argv)
     addrlen = res->ai_addrlen;
     freeaddrinfo(res);
 
-    request_len = format_request(request, sizeof request, opt.path, (int)strlen(opt.path), "", "");
+    request_len =
+        format_request(request, sizeof request, opt.path, (int)strlen(opt.path), "", "", NULL);
+    if (opt.tokens)
+        read_tokens();
 
     hist = calloc(HIST_BUCKETS, sizeof *hist);
     conns = calloc((size_t)opt.connections, sizeof *conns);
@@ -693,7 +784,7 @@ int main(int argc, char **argv)
             if (opt.hold > 0)
                 deadline = t_ready + opt.hold;
         }
-        if (opt.hold == 0 && opt.expect && ready_written &&
+        if (opt.hold == 0 && expecting() && ready_written &&
             n_complete + n_failed + n_closed >= opt.connections)
             break;
         double left = deadline - now_mono();
@@ -714,15 +805,17 @@ int main(int argc, char **argv)
     uint64_t gaps = 0, repeats = 0, resets = 0, no_seq = 0, misrouted = 0, minr = UINT64_MAX,
              maxr = 0, minh = UINT64_MAX, maxh = 0;
     int missing_conns = 0, few_heartbeats = 0;
+    uint64_t expected = 0; /* events expected, all connections together */
     /* Hold mode: every connection is closed here, all at once, as the client leaves. */
     double t_close = now_mono();
     int in_state[C_FAILED + 1] = {0}, waiting_preamble = 0;
     for (int i = 0; i < opt.connections; i++) {
         struct conn *c = &conns[i];
         if (i >= next) { /* never started */
-            c->base_seq = opt.first_seq;
-            c->last_seq = opt.first_seq - opt.stride;
+            c->idx = i;
+            conn_seqs(c);
         }
+        expected += c->expect;
         in_state[c->state]++;
         if (c->state == C_BODY && !c->got_preamble)
             waiting_preamble++;
@@ -741,9 +834,9 @@ int main(int argc, char **argv)
         if (c->heartbeats < opt.min_heartbeats)
             few_heartbeats++;
         /* events still missing at the end count as gaps too */
-        if (opt.expect && c->received < opt.expect) {
+        if (expecting() && c->received < c->expect) {
             missing_conns++;
-            int64_t want_last = c->base_seq + ((int64_t)opt.expect - 1) * opt.stride;
+            int64_t want_last = c->base_seq + ((int64_t)c->expect - 1) * opt.stride;
             if (c->last_seq < want_last)
                 gaps += (uint64_t)((want_last - c->last_seq) / opt.stride);
         }
@@ -762,12 +855,13 @@ int main(int argc, char **argv)
         minr = minh = 0;
     double window = t_last_event - t_first_event;
     double rate = window > 0 ? (double)total_events / window : 0;
-    bool complete = opt.expect ? (missing_conns == 0 && n_failed == 0) : (n_failed == 0);
+    bool complete = expecting() ? (missing_conns == 0 && n_failed == 0) : (n_failed == 0);
     if (opt.hold > 0) /* held: every connection streamed until the client closed it */
         complete = complete && ready_written && n_closed == 0;
     complete = complete && few_heartbeats == 0;
     printf("{\"connections\": %d, \"streaming\": %d, \"failed\": %d, \"closed_by_server\": %d, "
            "\"events\": %" PRIu64 ", \"expect_per_connection\": %" PRIu64 ", "
+           "\"expected\": %" PRIu64 ", "
            "\"min_received\": %" PRIu64 ", \"max_received\": %" PRIu64 ", "
            "\"complete\": %s, \"connect_s\": %.3f, \"run_s\": %.3f, \"window_s\": %.3f, "
            "\"cpu_s\": %.3f, "
@@ -780,8 +874,8 @@ int main(int argc, char **argv)
            ", \"states\": {\"not_started\": %d, "
            "\"connecting\": %d, \"sending\": %d, \"awaiting_headers\": %d, "
            "\"awaiting_first_bytes\": %d, \"streaming\": %d, \"closed\": %d, \"failed\": %d}}\n",
-           opt.connections, n_ready, n_failed, n_closed, total_events, opt.expect, minr, maxr,
-           complete ? "true" : "false", (ready_written ? t_ready : t_end) - t_start,
+           opt.connections, n_ready, n_failed, n_closed, total_events, opt.expect, expected, minr,
+           maxr, complete ? "true" : "false", (ready_written ? t_ready : t_end) - t_start,
            t_end - t_start, window, cpu_s, rate, percentile(0.50), percentile(0.90),
            percentile(0.99), percentile(0.999), hist_count ? lat_max : -1,
            hist_count ? lat_sum / (double)hist_count : -1.0, hist_over_10s, gaps, repeats, resets,
@@ -791,5 +885,7 @@ int main(int argc, char **argv)
            in_state[C_BODY] - waiting_preamble, in_state[C_CLOSED], in_state[C_FAILED]);
     free(hist);
     free(conns);
+    free(tokens);
+    free(tokens_text);
     return complete && gaps == 0 && repeats == 0 && misrouted == 0 ? 0 : 1;
 }

@@ -33,6 +33,10 @@ def main():
     ap.add_argument("--first-seq", type=int, default=0)
     ap.add_argument("--owners", type=int, default=0,
                     help="add owner \"u<seq %% K>\" to each document (filtered fan-out)")
+    ap.add_argument("--owner-field", default="owner",
+                    help="the field --owners sets (default owner)")
+    ap.add_argument("--owner-prefix", default="u",
+                    help="what --owners puts before seq %% K (default u)")
     ap.add_argument("--burst", type=int, default=0,
                     help="pause --pause seconds after every BURST documents")
     ap.add_argument("--pause", type=float, default=0.0, help="seconds (with --burst)")
@@ -61,7 +65,7 @@ def main():
             behind_max = max(behind_max, now - due)
         doc = {"seq": args.first_seq + i, "ts_us": int(time.time() * 1e6), "pad": pad}
         if args.owners:
-            doc["owner"] = "u%d" % ((args.first_seq + i) % args.owners)
+            doc[args.owner_field] = "%s%d" % (args.owner_prefix, (args.first_seq + i) % args.owners)
         coll.insert_one(doc)
     elapsed = time.monotonic() - start
     doc_size = len(bson.BSON.encode(dict(probe, pad=pad)))

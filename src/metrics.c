@@ -123,6 +123,13 @@ char *cg_metrics_render(cg_hub_t *hub, bool watcher_streaming, const char *watch
     for (int d = 0; d < CG_DROPS; d++)
         bson_string_append_printf(s, "changegate_drops_total{reason=\"%s\"} %llu\n", DROPS[d],
                                   atomic_load(&drops[d]));
+    size_t indexed, scanned;
+    cg_hub_index_counts(hub, &indexed, &scanned);
+    metric(s, "changegate_subscribers_indexed", "gauge",
+           "Subscribers an event finds by look-up on an equality their filter or rule requires.",
+           indexed);
+    metric(s, "changegate_subscribers_scanned", "gauge",
+           "Subscribers every event is matched against (no indexable equality).", scanned);
     metric(s, "changegate_journal_events", "gauge", "Events held in the journal.",
            st.journal_count);
     metric(s, "changegate_journal_capacity", "gauge", "The journal's size (--journal-size).",

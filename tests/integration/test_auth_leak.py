@@ -462,7 +462,15 @@ def story(sc):
             sent, received)
     h.check(m.total("changegate_resets_total") == 0, "resets: %s",
             m.total("changegate_resets_total"))
-    h.say("/metrics: %d deliveries, no resets", sent)
+    # Every subscriber is found by the rule's equality on sub, none is scanned: an event
+    # costs its owner's subscribers, not 200 filter evaluations.
+    h.check(m.value("changegate_subscribers_scanned") == 0
+            and m.value("changegate_subscribers_indexed") >= len(streams),
+            "the matching index: %s indexed, %s scanned; every rule-bound subscriber should "
+            "be indexed", m.value("changegate_subscribers_indexed"),
+            m.value("changegate_subscribers_scanned"))
+    h.say("/metrics: %d deliveries, no resets; %d subscribers indexed by the rule, none "
+          "scanned", sent, m.value("changegate_subscribers_indexed"))
     for c in streams:
         c.close()
 
