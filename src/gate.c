@@ -197,7 +197,12 @@ void cg_gate_classify(const char *head, size_t len, size_t small_budget, cg_gate
         const char *q = memchr(p, '\n', (size_t)(end - p));
         size_t header_bytes = (size_t)((q ? q + 1 : end) - (nl + 1));
         if (header_bytes > CG_GATE_MAX_HEADER_BYTES + 2) {
-            reject(v, 431, "headers_too_large", "the header fields are larger than 16 KiB");
+            /* The field that overflows is an Authorization header: what is too
+             * large is the token, and the answer says so as a verifier would. */
+            if ((size_t)(end - p) >= 14 && strncasecmp(p, "authorization:", 14) == 0)
+                reject(v, 401, "token_too_large", "the token is too large");
+            else
+                reject(v, 431, "headers_too_large", "the header fields are larger than 16 KiB");
             return;
         }
         if (!q) {
@@ -290,15 +295,18 @@ static void answer_and_linger(cg_gate_t *g, pending_t *p, const cg_gate_verdict_
     char *body = json_dumps(j, JSON_COMPACT);
     json_decref(j);
     const char *reason = v->status == 400   ? "Bad Request"
+                         : v->status == 401 ? "Unauthorized"
                          : v->status == 414 ? "URI Too Long"
                          : v->status == 505 ? "HTTP Version Not Supported"
                                             : "Request Header Fields Too Large";
     char resp[512];
     int n =
         snprintf(resp, sizeof resp,
-                 "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\n"
+                 "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\n%s"
                  "Content-Length: %zu\r\nCache-Control: no-cache\r\nConnection: close\r\n\r\n%s",
-                 v->status, reason, strlen(body), body);
+                 v->status, reason,
+                 v->status == 401 ? "WWW-Authenticate: Bearer realm=\"changegate\"\r\n" : "",
+                 strlen(body), body);
     free(body);
     cg_log_debug("%s: refused a request head: %d %s", g->name, v->status, v->message);
     /* A fresh socket's send buffer always has room for these few bytes. */

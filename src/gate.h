@@ -32,7 +32,7 @@ typedef enum {
 
 typedef struct {
     cg_gate_class_t cls;
-    int status;        /* CG_GATE_REJECT: 400, 414, 431 or 505 */
+    int status;        /* CG_GATE_REJECT: 400, 401 (an oversized token), 414, 431 or 505 */
     char error[32];    /* its code */
     char message[160]; /* for a person */
 } cg_gate_verdict_t;

@@ -183,6 +183,15 @@ START_TEST(header_limits)
     h[strlen(h) - 2] = '\0';
     ck_assert_int_eq(classify(h).status, 431);
     free(h);
+    /* An Authorization header that large is an oversized token: 401, as the
+     * token's verifier would answer (access.c), not 431. */
+    memcpy(big, "Authorization: Bearer ", 22);
+    h = head_of_length(200 + CG_GATE_MAX_HEADER_BYTES + 2, big);
+    h[strlen(h) - 2] = '\0';
+    v = classify(h);
+    ck_assert_int_eq(v.status, 401);
+    ck_assert_str_eq(v.error, "token_too_large");
+    free(h);
 
     char cookie[2048] = "Cookie: a=1";
     for (int i = 0; i < 257; i++)
