@@ -1117,20 +1117,19 @@ static void cg_config_check_auth(cg_config_t *cfg, const cg_config_raw_t *const 
         cg_config_bad(errs, &keys->items[0], CG_OPT_JWT_PUBLIC_KEY,
                       "takes effect only with --auth jwt");
     for (size_t i = 0; i < cfg->n_listen && !allow_public; i++) {
-        if (!cg_config_listen_is_loopback(&cfg->listen[i]))
-            cg_config_problem(
-                errs,
-                "--listen %s: with --auth none (the default) every change is served "
-                "to anyone who can connect, and %s %s; listen on loopback "
-                "(127.0.0.1, [::1]), use --auth jwt, or say so with "
-                "--allow-public-unauthenticated",
-                cg_config_quote(cfg->listen[i].spec, q, sizeof q),
-                cfg->listen[i].kind == CG_LISTEN_HTTP || cfg->listen[i].kind == CG_LISTEN_FCGI_TCP
-                    ? "this address is"
-                    : "a web server in front of a FastCGI socket makes it",
-                cfg->listen[i].kind == CG_LISTEN_HTTP || cfg->listen[i].kind == CG_LISTEN_FCGI_TCP
-                    ? "reachable from other machines"
-                    : "as public as the web server");
+        const cg_listen_t *l = &cfg->listen[i];
+        if (cg_config_listen_is_loopback(l))
+            continue;
+        bool tcp = l->kind == CG_LISTEN_HTTP || l->kind == CG_LISTEN_FCGI_TCP;
+        cg_config_problem(errs,
+                          "--listen %s: with --auth none (the default) every change is served "
+                          "to anyone who can connect, and %s; listen on loopback "
+                          "(127.0.0.1, [::1]), use --auth jwt, or say so with "
+                          "--allow-public-unauthenticated",
+                          cg_config_quote(l->spec, q, sizeof q),
+                          tcp ? "this address is reachable from other machines"
+                              : "a web server in front of a FastCGI socket makes it as public as "
+                                "the web server");
     }
 }
 

@@ -60,6 +60,9 @@
 #define MAX_LISTENERS 16             /* sockets one front end takes (fcgi:systemd) */
 #define MAX_REQS_PER_CONN 64         /* multiplexed requests on one connection */
 #define LINGER_MS 5000               /* see service() */
+/* A connection's epoll registration: edge-triggered, for input, room to write
+ * and the peer's close alike. */
+#define CONN_EVENTS (EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET)
 
 enum { ITEM_WAKE, ITEM_LISTENER, ITEM_CONN };
 
@@ -364,10 +367,11 @@ static void finish_req(req_t *r)
     release_req(r, -1);
 }
 
-/* Answers body (taken: free()) and ends the request. retry_after and allow
- * are header values, or NULL. */
-static void answer(req_t *r, unsigned status, const char *ctype, char *body,
-                   const char *retry_after, const char *allow)
+/* Answers body (taken: free()) and ends the request. retry_after is a header
+ * value, or NULL; rq, when given, adds its Allow (405) and WWW-Authenticate
+ * (401) headers, as http.c's send_json() does. */
+static void answer(req_t *r, const cg_request_t *rq, unsigned status, const char *ctype, char *body,
+                   const char *retry_after)
 {
     size_t len = strlen(body);
     char headers[512];
@@ -375,8 +379,11 @@ static void answer(req_t *r, unsigned status, const char *ctype, char *body,
                      len);
     if (retry_after)
         n += snprintf(headers + n, sizeof headers - (size_t)n, "Retry-After: %s\r\n", retry_after);
-    if (allow)
-        snprintf(headers + n, sizeof headers - (size_t)n, "Allow: %s\r\n", allow);
+    if (rq && rq->allow)
+        n += snprintf(headers + n, sizeof headers - (size_t)n, "Allow: %s\r\n", rq->allow);
+    if (rq && rq->www_authenticate)
+        snprintf(headers + n, sizeof headers - (size_t)n, "WWW-Authenticate: %s\r\n",
+                 CG_ACCESS_CHALLENGE);
     queue_head(r, status, headers);
     if (!r->head_only && len)
         queue_stdout_copy(r->conn, r->id, body, len);
@@ -386,22 +393,7 @@ static void answer(req_t *r, unsigned status, const char *ctype, char *body,
 
 static void answer_error(req_t *r, const cg_request_t *rq, const char *retry_after)
 {
-    if (rq->www_authenticate) { /* a 401 */
-        char *body = cg_request_error_json(rq);
-        char headers[256];
-        snprintf(headers, sizeof headers,
-                 "Content-Type: application/json\r\nContent-Length: %zu\r\n"
-                 "WWW-Authenticate: %s\r\n",
-                 strlen(body), CG_ACCESS_CHALLENGE);
-        queue_head(r, (unsigned)rq->status, headers);
-        if (!r->head_only)
-            queue_stdout_copy(r->conn, r->id, body, strlen(body));
-        free(body);
-        finish_req(r);
-        return;
-    }
-    answer(r, (unsigned)rq->status, "application/json", cg_request_error_json(rq), retry_after,
-           rq->allow);
+    answer(r, rq, (unsigned)rq->status, "application/json", cg_request_error_json(rq), retry_after);
 }
 
 /* ---- streams and long-polls ---- */
@@ -479,7 +471,7 @@ static void pump_stream(req_t *r)
     r->blocked = true;
 }
 
-static const char POLL_PREFIX[] = "{\"events\":[";
+static const char POLL_PREFIX[] = CG_POLL_PREFIX;
 
 /* A long-poll: waits (parked) for its first event, then answers with up to
  * limit events, read straight from their shared JSON bytes. */
@@ -498,8 +490,8 @@ static void pump_poll(req_t *r)
             goto out; /* woken later */
         if (rc == CG_NEXT_EVENT && ev->kind == CG_EVENT_RESET) {
             if (n == 0) {
-                answer(r, 410, "application/json",
-                       cg_request_history_lost_json(ev->reason, ev->position), NULL, NULL);
+                answer(r, NULL, 410, "application/json",
+                       cg_request_history_lost_json(ev->reason, ev->position), NULL);
                 cg_event_unref(ev);
                 goto out;
             }
@@ -514,11 +506,8 @@ static void pump_poll(req_t *r)
             break;
     }
     char *last = n ? bson_strdup(events[n - 1]->position) : cg_hub_sub_position(hub, r->sub);
-    char *suffix = last ? bson_strdup_printf("],\"lastEventId\":\"%s\"}", last)
-                        : bson_strdup("],\"lastEventId\":null}");
-    size_t total = sizeof POLL_PREFIX - 1 + strlen(suffix) + (n ? n - 1 : 0);
-    for (size_t i = 0; i < n; i++)
-        total += frames[i]->json_len;
+    char *suffix = cg_request_poll_suffix(last);
+    size_t total = cg_request_poll_length(frames, n, suffix);
     char headers[128];
     snprintf(headers, sizeof headers, "Content-Type: application/json\r\nContent-Length: %zu\r\n",
              total);
@@ -639,12 +628,8 @@ static void send_preflight(req_t *r)
 static void send_metrics(req_t *r)
 {
     cg_fcgi_t *f = r->conn->shard->fcgi;
-    char status[512];
-    bool streaming = cg_watcher_status(f->watcher, status, sizeof status);
-    char *position = cg_watcher_position(f->watcher);
-    char *text = cg_metrics_render(f->hub, streaming, position);
-    bson_free(position);
-    answer(r, 200, "text/plain; version=0.0.4; charset=utf-8", strdup(text), NULL, NULL);
+    char *text = cg_metrics_render(f->hub, f->watcher);
+    answer(r, NULL, 200, "text/plain; version=0.0.4; charset=utf-8", strdup(text), NULL);
     bson_free(text);
 }
 
@@ -704,7 +689,7 @@ static void route(req_t *r, const cg_fcgi_params_t *params)
     if (rq.endpoint == CG_EP_HEALTHZ) {
         unsigned code;
         char *body = cg_metrics_health(f->hub, f->watcher, &code);
-        answer(r, code, "application/json", body, code == 200 ? NULL : "1", NULL);
+        answer(r, &rq, code, "application/json", body, code == 200 ? NULL : "1");
         goto done;
     }
     if (rq.endpoint == CG_EP_METRICS) {
@@ -918,9 +903,19 @@ static bool read_conn(conn_t *c)
     }
     /* Budget spent: re-arming makes epoll report the socket again if it
      * still has input (edge-triggered otherwise would not). */
-    struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET, .data.ptr = c};
+    struct epoll_event ev = {.events = CONN_EVENTS, .data.ptr = c};
     epoll_ctl(c->shard->epfd, EPOLL_CTL_MOD, c->fd, &ev);
     return true;
+}
+
+/* Takes the listening sockets out of the shard's epoll set (quiesced, or out
+ * of descriptors for a moment); listen_on_shard() puts them back. */
+static void unlisten_on_shard(shard_t *sh)
+{
+    cg_fcgi_t *f = sh->fcgi;
+    for (size_t k = 0; k < f->n_listeners; k++)
+        epoll_ctl(sh->epfd, EPOLL_CTL_DEL, f->listeners[k].fd, NULL);
+    sh->accepting = false;
 }
 
 static void accept_conns(shard_t *sh, listener_t *l)
@@ -933,9 +928,7 @@ static void accept_conns(shard_t *sh, listener_t *l)
                 /* Out of descriptors: stop taking connections for a moment
                  * rather than spin on a socket that stays readable. */
                 cg_log_warn("%s: cannot accept a connection: %s", f->spec, strerror(errno));
-                for (size_t k = 0; k < f->n_listeners; k++)
-                    epoll_ctl(sh->epfd, EPOLL_CTL_DEL, f->listeners[k].fd, NULL);
-                sh->accepting = false;
+                unlisten_on_shard(sh);
                 sh->accept_paused_until = cg_hub_now_ms() + 200;
             }
             return; /* EAGAIN: another shard took it, or none is left */
@@ -948,8 +941,7 @@ static void accept_conns(shard_t *sh, listener_t *l)
         c->shard = sh;
         c->active_ms = cg_hub_now_ms();
         c->proto = cg_fcgi_conn_new(&f->limits, &proto_callbacks, c);
-        struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET,
-                                 .data.ptr = c};
+        struct epoll_event ev = {.events = CONN_EVENTS, .data.ptr = c};
         if (!c->proto || epoll_ctl(sh->epfd, EPOLL_CTL_ADD, fd, &ev) != 0) {
             cg_fcgi_conn_free(c->proto);
             close(fd);
@@ -1049,11 +1041,8 @@ static void *shard_loop(void *arg)
             if (!sh->accepting && now >= sh->accept_paused_until && !atomic_load(&f->quiesced))
                 listen_on_shard(sh);
         }
-        if (atomic_load(&f->quiesced) && sh->accepting) {
-            for (size_t k = 0; k < f->n_listeners; k++)
-                epoll_ctl(sh->epfd, EPOLL_CTL_DEL, f->listeners[k].fd, NULL);
-            sh->accepting = false;
-        }
+        if (atomic_load(&f->quiesced) && sh->accepting)
+            unlisten_on_shard(sh);
     }
     /* Stopping: whatever is still open ends now. */
     while (sh->conns) {

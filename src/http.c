@@ -137,6 +137,8 @@ static enum MHD_Result send_json(conn_ctx_t *c, unsigned status, char *body,
         MHD_add_response_header(r, "Retry-After", retry_after);
     if (c->req.allow)
         MHD_add_response_header(r, "Allow", c->req.allow);
+    if (c->req.www_authenticate)
+        MHD_add_response_header(r, "WWW-Authenticate", CG_ACCESS_CHALLENGE);
     add_common_headers(c, r);
     enum MHD_Result ret = MHD_queue_response(c->conn, status, r);
     MHD_destroy_response(r);
@@ -145,17 +147,7 @@ static enum MHD_Result send_json(conn_ctx_t *c, unsigned status, char *body,
 
 static enum MHD_Result send_error(conn_ctx_t *c, const char *retry_after)
 {
-    char *body = cg_request_error_json(&c->req);
-    if (!c->req.www_authenticate)
-        return send_json(c, (unsigned)c->req.status, body, retry_after);
-    struct MHD_Response *r =
-        MHD_create_response_from_buffer(strlen(body), body, MHD_RESPMEM_MUST_FREE);
-    MHD_add_response_header(r, "Content-Type", "application/json");
-    MHD_add_response_header(r, "WWW-Authenticate", CG_ACCESS_CHALLENGE);
-    add_common_headers(c, r);
-    enum MHD_Result ret = MHD_queue_response(c->conn, (unsigned)c->req.status, r);
-    MHD_destroy_response(r);
-    return ret;
+    return send_json(c, (unsigned)c->req.status, cg_request_error_json(&c->req), retry_after);
 }
 
 /* ---- streams (SSE and NDJSON) ---- */
@@ -313,7 +305,7 @@ typedef struct {
     size_t part, off; /* reader: part 0 is the prefix, 1..n the events, n+1 the suffix */
 } poll_body_t;
 
-static const char POLL_PREFIX[] = "{\"events\":[";
+static const char POLL_PREFIX[] = CG_POLL_PREFIX;
 
 static void free_poll_body(void *cls)
 {
@@ -382,11 +374,8 @@ static enum MHD_Result send_poll_answer(conn_ctx_t *c, cg_event_t **events,
     b->events = events;
     b->frames = frames;
     b->n = n;
-    b->suffix = last ? bson_strdup_printf("],\"lastEventId\":\"%s\"}", last)
-                     : bson_strdup("],\"lastEventId\":null}");
-    uint64_t total = sizeof POLL_PREFIX - 1 + strlen(b->suffix) + (n ? n - 1 : 0);
-    for (size_t i = 0; i < n; i++)
-        total += frames[i]->json_len;
+    b->suffix = cg_request_poll_suffix(last);
+    uint64_t total = cg_request_poll_length(frames, n, b->suffix);
     c->sent += total;
     c->sent_msgs += n;
     cg_metrics_sent(CG_TRANSPORT_POLL, n, 0);
@@ -458,11 +447,7 @@ static enum MHD_Result send_health(conn_ctx_t *c)
 
 static enum MHD_Result send_metrics(conn_ctx_t *c)
 {
-    char status[512];
-    bool streaming = cg_watcher_status(c->http->watcher, status, sizeof status);
-    char *position = cg_watcher_position(c->http->watcher);
-    char *text = cg_metrics_render(c->http->hub, streaming, position);
-    bson_free(position);
+    char *text = cg_metrics_render(c->http->hub, c->http->watcher);
     struct MHD_Response *r =
         MHD_create_response_from_buffer(strlen(text), text, MHD_RESPMEM_MUST_COPY);
     bson_free(text);

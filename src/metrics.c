@@ -99,8 +99,11 @@ static void metric(bson_string_t *s, const char *name, const char *type, const c
     bson_string_append_printf(s, "%s %llu\n", name, value);
 }
 
-char *cg_metrics_render(cg_hub_t *hub, bool watcher_streaming, const char *watcher_position)
+char *cg_metrics_render(cg_hub_t *hub, cg_watcher_t *watcher)
 {
+    char state[512];
+    bool watcher_streaming = cg_watcher_status(watcher, state, sizeof state);
+    char *watcher_position = cg_watcher_position(watcher);
     cg_hub_stats_t st;
     cg_hub_stats(hub, &st);
     bson_string_t *s = bson_string_new(NULL);
@@ -160,6 +163,7 @@ char *cg_metrics_render(cg_hub_t *hub, bool watcher_streaming, const char *watch
         bson_string_append(s, "changegate_watcher_lag_seconds NaN\n");
     else
         bson_string_append_printf(s, "changegate_watcher_lag_seconds %.3f\n", lag);
+    bson_free(watcher_position);
     return bson_string_free(s, false);
 }
 

@@ -44,10 +44,10 @@ void cg_metrics_subscribers(cg_transport_t t, int delta);
 void cg_metrics_sent(cg_transport_t t, unsigned long long messages, unsigned long long bytes);
 void cg_metrics_drop(cg_drop_t why);
 
-/* The page, in Prometheus text format: a new string (bson_free()).
- * watcher_position is the watcher's newest position (an event's or a
- * postBatchResumeToken), or NULL; its clusterTime gives the watcher's lag. */
-char *cg_metrics_render(cg_hub_t *hub, bool watcher_streaming, const char *watcher_position);
+/* The page, in Prometheus text format: a new string (bson_free()). The
+ * watcher's newest position (an event's or a postBatchResumeToken) gives its
+ * lag by its clusterTime. */
+char *cg_metrics_render(cg_hub_t *hub, cg_watcher_t *watcher);
 
 /* The /healthz answer: 200 with {"status":"ok",...} while the watcher streams
  * and the hub is live, else 503 with the reason. A new string (free()); its

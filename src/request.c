@@ -358,3 +358,17 @@ int cg_request_grant(cg_request_t *req, const bson_t *rule, const char *fields)
     req->project = both;
     return 0;
 }
+
+char *cg_request_poll_suffix(const char *last_position)
+{
+    return last_position ? bson_strdup_printf("],\"lastEventId\":\"%s\"}", last_position)
+                         : bson_strdup("],\"lastEventId\":null}");
+}
+
+size_t cg_request_poll_length(const cg_frames_t *const *frames, size_t n, const char *suffix)
+{
+    size_t total = sizeof CG_POLL_PREFIX - 1 + strlen(suffix) + (n ? n - 1 : 0);
+    for (size_t i = 0; i < n; i++)
+        total += frames[i]->json_len;
+    return total;
+}

@@ -71,6 +71,14 @@ bool cg_request_cors(cg_request_t *req, char *const *allowed, size_t n, const ch
  * the projection is limited to fields (NULL: no limit). 0, or -1 with the
  * error set (403 when `fields` asks for more than the token allows). */
 int cg_request_grant(cg_request_t *req, const bson_t *rule, const char *fields);
+/* A long-poll's answer is CG_POLL_PREFIX, the events' shared JSON bytes
+ * separated by commas, and a suffix naming the position to poll from next
+ * (NULL: none known yet): a new string (bson_free()). Both front ends send the
+ * events' bytes without copying them, so the answer is assembled by them. */
+#define CG_POLL_PREFIX "{\"events\":["
+char *cg_request_poll_suffix(const char *last_position);
+/* The answer's length in bytes (its Content-Length). */
+size_t cg_request_poll_length(const cg_frames_t *const *frames, size_t n, const char *suffix);
 /* The 410 body of a long-poll whose position cannot be continued:
  * {"error":"history_lost",...,"lastEventId":position}. A new string (free()). */
 char *cg_request_history_lost_json(const char *reason, const char *position);
