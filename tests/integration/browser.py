@@ -144,6 +144,21 @@ class Browser:
             h.check(not errors, "page %s raised: %r", page, errors)
 
 
+def check_resumed_page(br, page, count, what):
+    """After a restart: the same page (window.loadedOnce == 'same page', set by the
+    scenario before), no reset, reopened at least once, `count` events shown, live."""
+    state = br.eval(page, """({opens: window.changegate.opens, resets: window.changegate.resets,
+                              loaded: window.loadedOnce, state: document.body.dataset.state,
+                              count: document.getElementById('count').textContent})""")
+    h.check(state["loaded"] == "same page", "%s was reloaded: %r", what, state)
+    h.check(state["resets"] == [], "%s got resets: %r", what, state["resets"])
+    h.check(state["opens"] >= 2, "%s's EventSource opened %d times, expected a reconnect",
+            what, state["opens"])
+    h.check(state["count"] == str(count) and state["state"] == "live", "%s's DOM: %r", what,
+            state)
+    return state
+
+
 def check_page_events(got, want_seqs, what):
     """The page got exactly want_seqs, in order, each id its event's resume token."""
     h.check_sequence([g[0] for g in got], want_seqs, what)

@@ -1435,6 +1435,19 @@ def insert_paced(coll, first, count, interval):
         coll.insert_one({"seq": seq})
 
 
+def foreign_position(sc, later=False):
+    """A position another devmongo run issued (one this scenario's devmongo never did),
+    from a devmongo started and stopped for it. later: wait until this run's cluster
+    times are strictly later than that position's."""
+    other = sc.devmongo(name="devmongo-other")
+    foreign = wait_devmongo_token(other.uri)
+    other.stop()
+    if later:
+        say("foreign position from another devmongo run: %s", foreign)
+        time.sleep(1.1)
+    return foreign
+
+
 def wait_devmongo_token(uri, db="probe", coll="probe"):
     """A resume token from a fresh devmongo, read with pymongo's own change stream."""
     import pymongo

@@ -37,7 +37,8 @@ import threading
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness as h  # noqa: E402
-from browser import PAGE_DIR, Browser, artifacts_dir, check_page_events  # noqa: E402
+from browser import (PAGE_DIR, Browser, artifacts_dir, check_page_events,  # noqa: E402
+                     check_resumed_page)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -158,14 +159,7 @@ def story(sc):
     w.insert_seq(250, 50, db="shop", coll="orders")
     got = br.wait_events("a", 300, 299)
     check_page_events(got, list(range(300)), "page A across the restart")
-    state = br.eval("a", """({opens: window.changegate.opens, resets: window.changegate.resets,
-                              loaded: window.loadedOnce, state: document.body.dataset.state,
-                              count: document.getElementById('count').textContent})""")
-    h.check(state["loaded"] == "same page", "page A was reloaded: %r", state)
-    h.check(state["resets"] == [], "page A got resets: %r", state["resets"])
-    h.check(state["opens"] >= 2, "page A's EventSource opened %d times, expected a reconnect",
-            state["opens"])
-    h.check(state["count"] == "300" and state["state"] == "live", "page A's DOM: %r", state)
+    state = check_resumed_page(br, "a", 300, "page A")
     reqs = br.requests("a", events_url(g1))
     h.check(len(reqs) >= 2 and "last-event-id" not in reqs[0][0] and reqs[0][1] == 200,
             "page A's /events requests (headers, status, error, CORS error): %r", reqs)

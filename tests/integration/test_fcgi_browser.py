@@ -41,7 +41,8 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness as h  # noqa: E402
 import webservers  # noqa: E402
-from browser import PAGE_DIR, Browser, artifacts_dir, check_page_events  # noqa: E402
+from browser import (PAGE_DIR, Browser, artifacts_dir, check_page_events,  # noqa: E402
+                     check_resumed_page)
 
 
 def wire(br, page):
@@ -144,14 +145,7 @@ def story(sc):
     w.insert_seq(250, 50, db="shop", coll="orders")
     got = br.wait_events("a", 300, 299)
     check_page_events(got, list(range(300)), "the page across the restart")
-    state = br.eval("a", """({opens: window.changegate.opens, resets: window.changegate.resets,
-                              loaded: window.loadedOnce, state: document.body.dataset.state,
-                              count: document.getElementById('count').textContent})""")
-    h.check(state["loaded"] == "same page", "the page was reloaded: %r", state)
-    h.check(state["resets"] == [], "the page got resets: %r", state["resets"])
-    h.check(state["opens"] >= 2, "the page's EventSource opened %d times, expected a "
-            "reconnect", state["opens"])
-    h.check(state["count"] == "300" and state["state"] == "live", "the page's DOM: %r", state)
+    state = check_resumed_page(br, "a", 300, "the page")
     reqs = [(hd, url, status) for (hd, _, _, _), (url, status, _) in
             zip(br.requests("a", events), [r for r in wire(br, "a") if r[0].startswith(events)])]
     h.check(len(reqs) >= 3 and "last-event-id" not in reqs[0][0] and reqs[0][2] == 200

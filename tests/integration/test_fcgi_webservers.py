@@ -565,11 +565,7 @@ def one_server(sc, cg, w, make, sock, foreign):
 
 
 def story(sc):
-    other = sc.devmongo(name="devmongo-other")
-    foreign = h.wait_devmongo_token(other.uri)
-    other.stop()
-    h.say("foreign position from another devmongo run: %s", foreign)
-    time.sleep(1.1)     # the next run's cluster times are strictly later
+    foreign = h.foreign_position(sc, later=True)
 
     mongo = sc.devmongo()
     sock = os.path.join(webservers.socket_dir(sc), "changegate.sock")

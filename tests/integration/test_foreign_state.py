@@ -47,9 +47,7 @@ def check_reported(cg, pos, name):
 
 
 def story(sc):
-    other = sc.devmongo(name="devmongo-other")
-    foreign = h.wait_devmongo_token(other.uri)
-    other.stop()
+    foreign = h.foreign_position(sc)
     future = foreign[:2] + "7FFFFFF0" + foreign[10:]
     mongo = sc.devmongo()
     w = sc.writer(mongo.uri)

@@ -51,11 +51,7 @@ def check_reset_data(data, what):
 
 
 def story(sc):
-    other = sc.devmongo(name="devmongo-other")
-    foreign = h.wait_devmongo_token(other.uri)
-    other.stop()
-    h.say("foreign position from another devmongo run: %s", foreign)
-    time.sleep(1.1)     # the next run's cluster times are strictly later
+    foreign = h.foreign_position(sc, later=True)
 
     mongo = sc.devmongo()
     cg = sc.changegate(mongo.uri, args=["--heartbeat", "1"])

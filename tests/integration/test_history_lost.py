@@ -165,9 +165,7 @@ def never_issued(sc, cg, w, ref, pos, what, seq_next):
 
 
 def story(sc):
-    other = sc.devmongo(name="devmongo-other")
-    foreign = h.wait_devmongo_token(other.uri)
-    other.stop()
+    foreign = h.foreign_position(sc)
     mongo = sc.devmongo(oplog_size=OPLOG)
     cg = sc.changegate(mongo.uri, args=["--journal-size", "50", "--heartbeat", "1"])
     w = sc.writer(mongo.uri)
