@@ -48,10 +48,11 @@ struct cg_sub {
     cg_index_reg_t *reg;
     const cg_sub_ops_t *ops;
     void *ctx;
-    uint64_t cursor;     /* next journal entry to consider */
-    bool pending;        /* position not resolved yet (waiting for the watcher to be live) */
-    cg_event_t *reset;   /* a reset to deliver first (the position could not be resolved) */
-    char *want_position; /* while pending: where the client asked to resume; NULL = now */
+    uint64_t cursor;      /* next journal entry to consider */
+    bool pending;         /* position not resolved yet (waiting for the watcher to be live) */
+    cg_event_t *reset;    /* a reset to deliver first (the position could not be resolved) */
+    char *want_position;  /* while pending: where the client asked to resume; NULL = now */
+    uint64_t arrived_seq; /* the journal's next seq when it subscribed ("now", for NULL) */
     bool heartbeats;
     int64_t heartbeat_at; /* cg_hub_now_ms() time of the next heartbeat */
     int64_t deadline_ms;
@@ -72,7 +73,8 @@ struct cg_hub {
     size_t max_subscribers, n_subscribers;
     int64_t heartbeat_ms;
     bool live, stopping;
-    cg_sub_t *parked; /* doubly linked, unordered */
+    uint64_t live_seq; /* the journal's next seq when the watcher went live */
+    cg_sub_t *parked;  /* doubly linked, unordered */
     cg_index_t *index;
     shared_project_t *projects;
     uint64_t next_project_id;
@@ -255,6 +257,7 @@ void cg_hub_set_live(cg_hub_t *hub)
     pthread_mutex_lock(&hub->lock);
     if (!hub->live) {
         hub->live = true;
+        hub->live_seq = cg_journal_next_seq(hub->journal);
         cg_sub_t *next;
         for (cg_sub_t *s = hub->parked; s; s = next) {
             next = s->next;
@@ -363,6 +366,7 @@ cg_hub_rc_t cg_hub_subscribe(cg_hub_t *hub, const cg_sub_spec_t *spec, cg_sub_t 
     pthread_mutex_lock(&hub->lock);
     sub->project = share_project(hub, spec->project);
     sub->reg = cg_index_add(hub->index, sub, cg_filter_tree(sub->filter));
+    sub->arrived_seq = cg_journal_next_seq(hub->journal);
     if (hub->live) /* "now" is the moment of subscribing, not of the first read */
         sub->reset = resolve_position(hub, sub);
     pthread_mutex_unlock(&hub->lock);
@@ -700,7 +704,11 @@ static cg_event_t *resolve_position(cg_hub_t *hub, cg_sub_t *sub)
     sub->want_position = NULL;
     cg_event_t *reset = NULL;
     if (!want) {
-        sub->cursor = cg_journal_next_seq(hub->journal);
+        /* "Now" is when it subscribed, or, for a subscriber that came before the
+         * watcher was live, when the watcher went live (what it replayed before
+         * is older than the subscriber). Not when its thread first gets here:
+         * events published in between are after "now" and must reach it. */
+        sub->cursor = sub->arrived_seq > hub->live_seq ? sub->arrived_seq : hub->live_seq;
         set_last(sub, cg_journal_get(hub->journal, sub->cursor - 1));
     } else if (cg_journal_find(hub->journal, want, &sub->cursor)) {
         cg_event_t *before = cg_journal_get(hub->journal, sub->cursor - 1);

@@ -301,6 +301,17 @@ static void back_off(cg_watcher_t *w, int *backoff)
     *backoff = *backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : *backoff * 2;
 }
 
+/* Whether position a is at a later cluster time than b; false when either
+ * has no cluster time to compare. Events of one transaction share a cluster
+ * time, so equal times are not "later". */
+static bool later_than(const char *a, const char *b)
+{
+    uint32_t at, ai, bt, bi;
+    if (!cg_position_cluster_time(a, &at, &ai) || !cg_position_cluster_time(b, &bt, &bi))
+        return false;
+    return at > bt || (at == bt && ai > bi);
+}
+
 /* Turns one change event into a cg_event_t and publishes it; moves the
  * watcher's position to it and notices the end of a restart's replay. */
 static void publish_change(cg_watcher_t *w, loop_state_t *st, const bson_t *doc, bool *invalidated)
@@ -320,6 +331,13 @@ static void publish_change(cg_watcher_t *w, loop_state_t *st, const bson_t *doc,
     }
     char *position = bson_strdup(ev->position);
     bool reached_live = st->replay_until && strcmp(position, st->replay_until) == 0;
+    if (st->replay_until && !reached_live && later_than(position, st->replay_until)) {
+        /* The replay ended at a position no event carries (a quiet stream's
+         * postBatchResumeToken): this event is the first new one, and
+         * subscribers waiting for "now" must get it. */
+        st->replay_until = NULL;
+        cg_hub_set_live(w->hub);
+    }
     *invalidated = ev->op && strcmp(ev->op, "invalidate") == 0;
     cg_metrics_event_in();
     cg_hub_publish(w->hub, ev);
@@ -405,6 +423,13 @@ static void *watcher_main(void *arg)
         if (opened_at)
             set_last(w, opened_at);
         bson_free(opened_at);
+        /* With no saved position to replay up to, this stream starts at "now":
+         * every event it brings is new, so subscribers waiting for the hub to be
+         * live start here. Waiting for the first empty batch instead would put
+         * their "now" after the events of the first batches, which they would
+         * never see (a subscriber that came during a slow first getMore). */
+        if (!st.replay_until)
+            cg_hub_set_live(w->hub);
         st.reset_reason = NULL;
         st.replay_fallback = false;
 

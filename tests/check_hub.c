@@ -196,6 +196,25 @@ START_TEST(positions_wait_until_the_watcher_is_live)
 }
 END_TEST
 
+START_TEST(now_before_live_is_when_the_watcher_went_live)
+{
+    /* A subscriber without a position that came during a restart's replay: the
+     * replayed events are older than it, what follows the live moment is not,
+     * even when it only runs again after more events were published. */
+    fake_conn_t conn = {0};
+    cg_sub_t *sub = subscribe(&conn, NULL, NULL, NULL);
+    cg_hub_publish(hub, cg_event_new_mark("8200000000"));
+    publish_n(1, "insert", "c");
+    publish_n(2, "insert", "c");
+    cg_hub_set_live(hub);
+    publish_n(3, "insert", "c");
+    publish_n(4, "insert", "c");
+    expect_event(sub, 3);
+    expect_event(sub, 4);
+    cg_hub_unsubscribe(hub, sub);
+}
+END_TEST
+
 START_TEST(filters_decide_who_is_woken_and_what_is_delivered)
 {
     go_live();
@@ -742,6 +761,7 @@ int main(void)
     tcase_add_test(tc, resume_after_a_position_gives_exactly_the_rest);
     tcase_add_test(tc, an_unknown_position_gets_a_reset_then_continues_from_now);
     tcase_add_test(tc, positions_wait_until_the_watcher_is_live);
+    tcase_add_test(tc, now_before_live_is_when_the_watcher_went_live);
     tcase_add_test(tc, filters_decide_who_is_woken_and_what_is_delivered);
     tcase_add_test(tc, a_quiet_filtered_subscriber_does_not_fall_out_of_the_journal);
     tcase_add_test(tc, a_reader_that_falls_behind_gets_a_reset);
