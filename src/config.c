@@ -1250,6 +1250,37 @@ static const cg_config_raw_t *cg_config_last(const cg_config_rawlist_t *l)
     return l->n ? &l->items[l->n - 1] : NULL;
 }
 
+/* Keeps each option's values as given, so that a reload can tell which
+ * options the re-read file changed without comparing every field. */
+static void cg_config_keep_settings(cg_config_t *cfg, const cg_config_rawlist_t *const *pick)
+{
+    cfg->settings = bson_malloc0(CG_OPT_COUNT * sizeof *cfg->settings);
+    for (int i = 0; i < CG_OPT_COUNT; i++) {
+        if (pick[i]->n == 0)
+            continue;
+        bson_string_t *joined = bson_string_new(NULL);
+        for (size_t k = 0; k < pick[i]->n; k++)
+            bson_string_append_printf(joined, "%s%s", k ? "\n" : "", pick[i]->items[k].value);
+        cfg->settings[i] = bson_string_free(joined, false);
+    }
+}
+
+size_t cg_config_diff(const cg_config_t *a, const cg_config_t *b, const char **names, size_t max)
+{
+    size_t n = 0;
+    for (int i = 0; i < CG_OPT_COUNT && a->settings && b->settings; i++) {
+        if (cg_config_opts[i].flags & CG_OPTF_CLI_ONLY)
+            continue;
+        const char *va = a->settings[i], *vb = b->settings[i];
+        if ((va == NULL) != (vb == NULL) || (va && strcmp(va, vb) != 0)) {
+            if (n < max)
+                names[n] = cg_config_opts[i].name;
+            n++;
+        }
+    }
+    return n;
+}
+
 int cg_config_parse(cg_config_t *cfg, int argc, char **argv, char *err, size_t errlen)
 {
     cg_config_errs_t errs = {.buf = err, .cap = errlen};
@@ -1278,6 +1309,7 @@ int cg_config_parse(cg_config_t *cfg, int argc, char **argv, char *err, size_t e
         pick[i] = cli.opt[i].n ? &cli.opt[i] : &file.opt[i];
         one[i] = cg_config_last(pick[i]);
     }
+    cg_config_keep_settings(cfg, pick);
 
     cg_config_check_mongo_uri(cfg, one[CG_OPT_MONGO_URI], &errs);
     cg_config_check_watch(cfg, one[CG_OPT_WATCH], &errs);
@@ -1334,6 +1366,9 @@ void cg_config_free(cg_config_t *cfg)
 {
     if (!cfg)
         return;
+    for (int i = 0; cfg->settings && i < CG_OPT_COUNT; i++)
+        bson_free(cfg->settings[i]);
+    bson_free(cfg->settings);
     bson_free(cfg->config_file);
     bson_free(cfg->mongo_uri);
     bson_free(cfg->watch);

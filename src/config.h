@@ -67,6 +67,8 @@ typedef struct cg_config {
     size_t n_cors_origins;
     cg_log_level_t log_level;
     bool check_config, show_version, show_help;
+    char *
+        *settings; /* per option: its values as given, lists joined by newlines (cg_config_diff) */
 } cg_config_t;
 
 /* Fills *cfg from argv (argv[0] is the program) and, when --config is given,
@@ -76,6 +78,12 @@ typedef struct cg_config {
  * cg_config_free() whatever the result. */
 int cg_config_parse(cg_config_t *cfg, int argc, char **argv, char *err, size_t errlen);
 void cg_config_free(cg_config_t *cfg);
+
+/* Which file-settable options differ between two parsed configurations, as
+ * given (a file named by an option is compared by name, not content): stores
+ * up to max option names (static strings, like "heartbeat") in names and
+ * returns how many differ. */
+size_t cg_config_diff(const cg_config_t *a, const cg_config_t *b, const char **names, size_t max);
 
 /* Connections one listener may hold: --max-subscribers and a few more, or
  * what the open-files limit allows, leaving descriptors for the watcher,

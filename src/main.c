@@ -8,6 +8,7 @@
 #include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <microhttpd.h>
 #include <pthread.h>
@@ -23,6 +24,7 @@
 #include "hub.h"
 #include "journal.h"
 #include "log.h"
+#include "service.h"
 #include "watcher.h"
 
 /* Raises the soft open-files limit to the hard one: every subscriber is a socket. */
@@ -86,8 +88,8 @@ static bool check_socket_dirs(const cg_config_t *cfg)
         slash[slash == dir ? 1 : 0] = '\0';
         struct stat st;
         if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
-            fprintf(stderr, "changegate: --listen %s: directory %s does not exist\n",
-                    cfg->listen[i].spec, dir);
+            cg_log_stderr("changegate: --listen %s: directory %s does not exist",
+                          cfg->listen[i].spec, dir);
             ok = false;
         }
         bson_free(dir);
@@ -123,24 +125,25 @@ static void warn_public_unauthenticated(const cg_config_t *cfg)
     }
 }
 
-static int check_config(const cg_config_t *cfg)
+/* The checks beyond parsing that need the machine: the state directory, the
+ * sockets' directories, the key files. --check-config runs them, and so does
+ * every start, so that a start fails on exactly what --check-config reports. */
+static bool config_usable(const cg_config_t *cfg)
 {
     char err[512];
     if (cg_watcher_check_state_dir(cfg->state_dir, err, sizeof err) != 0) {
-        fprintf(stderr, "changegate: --state-dir: %s\n", err);
-        return 1;
+        cg_log_stderr("changegate: --state-dir: %s", err);
+        return false;
     }
     if (!check_socket_dirs(cfg))
-        return 1;
+        return false;
     cg_access_t *access = cg_access_new(cfg, err, sizeof err);
     if (!access) {
-        fprintf(stderr, "changegate: %s\n", err);
-        return 1;
+        cg_log_stderr("changegate: %s", err);
+        return false;
     }
     cg_access_free(access);
-    warn_slow_heartbeat(cfg);
-    printf("configuration OK\n");
-    return 0;
+    return true;
 }
 
 /* libmongoc's own messages (from URI parsing on) go through our logger. */
@@ -165,15 +168,82 @@ static void on_mongoc_log(mongoc_log_level_t level, const char *domain, const ch
     }
 }
 
+/* A socket unit passed sockets (LISTEN_FDS) that no fcgi:systemd listener
+ * took (it unsets the variables when it does): a web server would connect
+ * to them and wait forever, so say so. */
+static void warn_untaken_sockets(void)
+{
+    const char *pid = getenv("LISTEN_PID"), *fds = getenv("LISTEN_FDS");
+    if (pid && fds && strtol(pid, NULL, 10) == (long)getpid() && strtol(fds, NULL, 10) > 0)
+        cg_log_warn("systemd passed %s socket(s) (a socket unit, like changegate.socket, is "
+                    "active), but no listener takes them: add \"listen fcgi:systemd\" to the "
+                    "configuration, or stop the socket unit",
+                    fds);
+}
+
+/* SIGHUP: re-read the configuration (the same command line, the file as it
+ * is now). The log level changes at once; every other option is held by
+ * threads serving streams, so a change to it is named in the log with the
+ * advice to restart, which clients ride through with their positions. A file
+ * with problems changes nothing. */
+static void reload(cg_config_t *running, int argc, char **argv)
+{
+    char err[4096];
+    cg_config_t fresh;
+    cg_service_reloading();
+    if (cg_config_parse(&fresh, argc, argv, err, sizeof err) != 0) {
+        for (char *nl = strchr(err, '\n'); nl; nl = strchr(nl, '\n'))
+            *nl = nl[1] ? ';' : '\0';
+        cg_log_error("SIGHUP: the configuration has problems, nothing changed: %s", err);
+    } else {
+        const char *changed[64];
+        size_t n = cg_config_diff(running, &fresh, changed, 64);
+        for (size_t i = 0; i < n && i < 64; i++) {
+            if (strcmp(changed[i], "log-level") != 0)
+                cg_log_warn("SIGHUP: %s changed; restart changegate to apply it", changed[i]);
+        }
+        if (fresh.log_level != running->log_level) {
+            cg_log_set_level(fresh.log_level);
+            running->log_level = fresh.log_level;
+        }
+        cg_log_info("SIGHUP: configuration re-read%s%s; log level %s",
+                    running->config_file ? " from " : "",
+                    running->config_file ? running->config_file : "",
+                    cg_log_level_name(running->log_level));
+    }
+    cg_config_free(&fresh);
+    warn_untaken_sockets();
+    cg_service_ready();
+}
+
+/* The one line `systemctl status` shows: the change stream's state and the
+ * number of subscribers. */
+static void report_status(cg_watcher_t *watcher, cg_hub_t *hub)
+{
+    char msg[160], line[256];
+    bool live = cg_watcher_status(watcher, msg, sizeof msg);
+    snprintf(line, sizeof line, "%s: %s; %zu subscribers", live ? "live" : "not live", msg,
+             cg_hub_subscriber_count(hub));
+    cg_service_status(line);
+}
+
+/* A start that fails on its configuration exits with sysexits' EX_CONFIG, so
+ * that a service manager can tell it from a failure worth a restart (the
+ * package's unit: RestartPreventExitStatus=78). --check-config exits 1. */
+#define EXIT_CONFIG 78
+
 int main(int argc, char **argv)
 {
     cg_config_t cfg;
     char err[4096];
+    cg_log_init();
+    cg_service_init();
     mongoc_log_set_handler(on_mongoc_log, NULL);
     if (cg_config_parse(&cfg, argc, argv, err, sizeof err) != 0) {
-        fprintf(stderr, "changegate: configuration problems:\n%s\n", err);
+        cg_log_stderr("changegate: configuration problems:\n%s", err);
+        bool checking = cfg.check_config;
         cg_config_free(&cfg);
-        return 1;
+        return checking ? 1 : EXIT_CONFIG;
     }
     if (cfg.show_help) {
         cg_config_usage(stdout);
@@ -187,9 +257,17 @@ int main(int argc, char **argv)
         return 0;
     }
     if (cfg.check_config) {
-        int rc = check_config(&cfg);
+        bool ok = config_usable(&cfg);
+        if (ok) {
+            warn_slow_heartbeat(&cfg);
+            printf("configuration OK\n");
+        }
         cg_config_free(&cfg);
-        return rc;
+        return ok ? 0 : 1;
+    }
+    if (!config_usable(&cfg)) {
+        cg_config_free(&cfg);
+        return EXIT_CONFIG;
     }
     cg_log_set_level(cfg.log_level);
     warn_slow_heartbeat(&cfg);
@@ -250,6 +328,7 @@ int main(int argc, char **argv)
     }
     cg_log_info("changegate %s started: watching %s on %s", PACKAGE_VERSION, cfg.watch,
                 uri_hosts(cfg.mongo_uri));
+    cg_service_ready();
 
     size_t peak = 0;
     int64_t trimmed_at = 0;
@@ -261,10 +340,14 @@ int main(int argc, char **argv)
             break;
         }
         if (sig == SIGHUP) /* logs go to stderr: there is no file to reopen */
-            cg_log_info("received SIGHUP: nothing to reload");
+            reload(&cfg, argc, argv);
         cg_hub_tick(hub);
         trim_after_departures(cg_hub_subscriber_count(hub), &peak, &trimmed_at);
+        /* The watchdog hears from this loop only while the hub's lock is free. */
+        cg_service_watchdog(cg_hub_now_ms() * 1000);
+        report_status(watcher, hub);
     }
+    cg_service_stopping();
 
     for (size_t i = 0; i < cfg.n_listen; i++) {
         if (servers[i])

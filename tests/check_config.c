@@ -271,6 +271,29 @@ START_TEST(test_cli_overrides_file)
 }
 END_TEST
 
+/* What SIGHUP's reload compares: the options whose values differ, as given. */
+START_TEST(test_diff_names_what_changed)
+{
+    cg_config_t a, b;
+    const char *path = write_conf("heartbeat 20\nlisten http://127.0.0.1:1\nlog-level info\n");
+    ck_assert_msg(PARSE(&a, "--config", path, "--watch", "shop") == 0, "%s", err);
+    ck_assert_msg(PARSE(&b, "--config", path, "--watch", "shop") == 0, "%s", err);
+    const char *names[8];
+    ck_assert_uint_eq(cg_config_diff(&a, &b, names, 8), 0);
+    cg_config_free(&b);
+    unlink(conf_path);
+    path = write_conf("heartbeat 20\nlisten http://127.0.0.1:1\nlisten http://127.0.0.1:2\n"
+                      "log-level debug\n");
+    ck_assert_msg(PARSE(&b, "--config", path, "--watch", "shop") == 0, "%s", err);
+    ck_assert_uint_eq(cg_config_diff(&a, &b, names, 8), 2);
+    ck_assert_str_eq(names[0], "listen");
+    ck_assert_str_eq(names[1], "log-level");
+    ck_assert_uint_eq(cg_config_diff(&a, &b, names, 1), 2); /* counts beyond max */
+    cg_config_free(&a);
+    cg_config_free(&b);
+}
+END_TEST
+
 START_TEST(test_cli_last_wins)
 {
     cg_config_t cfg;
@@ -1096,6 +1119,7 @@ static Suite *config_suite(void)
     tcase_add_test(tc, test_file_every_option);
     tcase_add_test(tc, test_file_comments_and_blanks);
     tcase_add_test(tc, test_cli_overrides_file);
+    tcase_add_test(tc, test_diff_names_what_changed);
     tcase_add_test(tc, test_repeatable_cli);
     tcase_add_test(tc, test_repeatable_cli_replaces_file);
     tcase_add_test(tc, test_file_unknown_key);

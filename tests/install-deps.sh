@@ -18,6 +18,9 @@ PACKAGES=(
   # packages' own services are kept from starting (see policy-rc.d below). Debian 12's
   # apache2 carries mod_proxy and mod_proxy_fcgi itself.
   nginx lighttpd apache2
+  # The Debian package (tests/package/test_package.py): its build, lintian, and a systemd
+  # booted in a container (systemd-nspawn) to run its units; libsystemd for sd_notify.
+  libsystemd-dev debhelper lintian dpkg-dev systemd systemd-container man-db procps util-linux
 )
 # Node.js and npm: Debian's packages unless a node with npm is already there
 # (some images ship their own, which Debian's npm package would conflict with).

@@ -3,9 +3,11 @@
 #   1. installs what is missing (tests/install-deps.sh),
 #   2. lint: clang-format and cppcheck,
 #   3. a normal build and `make check` (unit tests, devmongo tests, integration),
-#   4. the same under AddressSanitizer + UndefinedBehaviorSanitizer,
-#   5. the FastCGI record parser fuzzed for FUZZ_SECONDS (30) under ASan + UBSan,
-#   6. a few integration scenarios with changegate under valgrind (no leaks, no
+#   4. the Debian package built, linted, installed, run under a real systemd (in a
+#      container over this machine's root) and purged (as root only),
+#   5. a build with AddressSanitizer + UndefinedBehaviorSanitizer and its `make check`,
+#   6. the FastCGI record parser fuzzed for FUZZ_SECONDS (30) under ASan + UBSan,
+#   7. a few integration scenarios with changegate under valgrind (no leaks, no
 #      invalid accesses).
 # Builds go to build/plain and build/asan. The last line is "N passed, N failed".
 set -uo pipefail
@@ -61,6 +63,16 @@ else
   record "build plain" 1; tail -30 build/plain.build.log
 fi
 
+echo "== the Debian package: build, lintian, install, run under systemd, purge"
+if [ "$(id -u)" = 0 ]; then
+  timeout 900 /usr/bin/python3 tests/package/test_package.py >build/package.log 2>&1
+  rc=$?
+  record "package" $rc
+  [ $rc = 0 ] || tail -40 build/package.log
+else
+  echo "skipped: tests/package/test_package.py installs the package, so it needs root"
+fi
+
 echo "== build and make check (ASan + UBSan)"
 if build build/asan $WERROR --enable-sanitizers; then
   record "build asan" 0
@@ -88,7 +100,7 @@ echo "== integration under valgrind"
 # behind nginx with a browser; token verification and rules.
 VALGRIND_SCENARIOS="test_sse_resume test_history_lost test_invalidate test_foreign_state
   test_watch_refused test_hangup test_hostile_clients test_fcgi_protocol test_fcgi_browser
-  test_auth_tokens"
+  test_auth_tokens test_reload"
 if [ -x build/plain/src/changegate ]; then
   for t in $VALGRIND_SCENARIOS; do
     CHANGEGATE=$ROOT/build/plain/src/changegate DEVMONGO=$ROOT/tests/devmongo/devmongo \

@@ -113,10 +113,12 @@ class Proc:
     """A child process in its own process group, output going to a log file.
     pipes=True: stdin and stdout are pipes to the test (popen.stdin, popen.stdout), and
     only stderr goes to the log file. Otherwise stdin is /dev/null, or the given file or
-    socket (a listening socket, for a FastCGI application); pass_fds are inherited."""
+    socket (a listening socket, for a FastCGI application); pass_fds are inherited;
+    stdout: a file descriptor for the child's stdout (e.g. a pseudo-terminal), and then
+    only stderr goes to the log file."""
 
     def __init__(self, name, argv, log_path, env=None, pipes=False, cwd=None, stdin=None,
-                 pass_fds=()):
+                 pass_fds=(), stdout=None):
         self.name = name
         self.argv = argv
         self.log_path = log_path
@@ -130,7 +132,8 @@ class Proc:
                                           cwd=cwd)
         else:
             self.popen = subprocess.Popen(argv, stdin=subprocess.DEVNULL if stdin is None else stdin,
-                                          stdout=self.log, stderr=subprocess.STDOUT,
+                                          stdout=self.log if stdout is None else stdout,
+                                          stderr=subprocess.STDOUT if stdout is None else self.log,
                                           start_new_session=True, env=env, cwd=cwd,
                                           pass_fds=pass_fds)
         self.pid = self.popen.pid

@@ -894,10 +894,10 @@ def configuration(sc, mongo, keys, dev):
     # The same problems stop a real start, before it listens.
     for what, extra, words in (bad[0], bad[2], bad[5]):
         rc, out = h.run_changegate(base + extra, timeout=20)
-        dev.expect(rc == 1 and any(wd in out.lower() for wd in words),
-                   "a start with %s exited %d (expected 1, saying why): %r", what, rc,
+        dev.expect(rc == 78 and any(wd in out.lower() for wd in words),
+                   "a start with %s exited %d (expected 78, EX_CONFIG, saying why): %r", what, rc,
                    out.strip()[-300:])
-    h.say("a start with a bad rule, an empty placeholder or a short secret exits 1 saying why")
+    h.say("a start with a bad rule, an empty placeholder or a short secret exits 78 saying why")
 
     # --auth none beyond loopback.
     public = ["--mongo-uri", mongo.uri, "--state-dir", state,
@@ -907,7 +907,7 @@ def configuration(sc, mongo, keys, dev):
                "--auth none on 0.0.0.0: --check-config exited %d without naming "
                "--allow-public-unauthenticated: %r", rc, out.strip()[-300:])
     rc, out = h.run_changegate(public, timeout=20)
-    dev.expect(rc == 1 and "allow-public-unauthenticated" in out,
+    dev.expect(rc == 78 and "allow-public-unauthenticated" in out,
                "--auth none on 0.0.0.0: a start exited %d without naming "
                "--allow-public-unauthenticated: %r", rc, out.strip()[-300:])
     h.say("--auth none on 0.0.0.0 is refused without --allow-public-unauthenticated")

@@ -71,9 +71,10 @@ def check_config(sc):
               if out.strip() else "")
 
     rc, out = h.run_changegate(base + ["--journal-size", "0"], timeout=20)
-    h.check(rc == 1, "a normal start with --journal-size 0 exited %s, expected 1: %s", rc, out)
+    # 78 (EX_CONFIG): a configuration problem, which a service manager must not restart.
+    h.check(rc == 78, "a normal start with --journal-size 0 exited %s, expected 78: %s", rc, out)
     h.check("journal" in out.lower(), "a normal start with a bad value does not name it: %r", out)
-    h.say("a normal start with a bad value exits 1 naming it")
+    h.say("a normal start with a bad value exits 78 (EX_CONFIG) naming it")
 
 
 def check_json_error(status, headers, body, want_status, want_code, mention=None, what=""):
