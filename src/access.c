@@ -95,6 +95,17 @@ bool cg_access_query_token(const cg_access_t *a)
 }
 
 /* The token of "Bearer <token>" (the scheme in any case), or NULL. */
+/* The wall clock in whole seconds, read precisely: time(2) is the coarse
+ * clock, which may still say second N for a few milliseconds after the
+ * issuer's clock (on this machine, say) has said N+1, and refuse a token
+ * just issued there as not yet valid. */
+static int64_t wall_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec;
+}
+
 static const char *bearer(const char *authorization, size_t *len)
 {
     if (!authorization || strncasecmp(authorization, "Bearer ", 7) != 0)
@@ -195,8 +206,8 @@ int cg_access_check(const cg_access_t *a, cg_request_t *req, const char *authori
     }
     json_t *claims = NULL;
     int64_t exp = 0;
-    cg_jwt_rc_t rc =
-        cg_jwt_verify(a->keys, &a->policy, token, len, (int64_t)time(NULL), &claims, &exp);
+    int64_t now = wall_seconds();
+    cg_jwt_rc_t rc = cg_jwt_verify(a->keys, &a->policy, token, len, now, &claims, &exp);
     if (rc != CG_JWT_OK)
         return refuse(req, 401, cg_jwt_rc_code(rc), jwt_message(rc));
     bool refused = false;
@@ -213,7 +224,7 @@ int cg_access_check(const cg_access_t *a, cg_request_t *req, const char *authori
      * leeway (else a client told `expired` would be let in again at once).
      * Wall-clock seconds become the hub's monotonic milliseconds; an exp
      * centuries away (2^63-1, 1e300) is no expiry rather than an overflow. */
-    int64_t left = exp ? exp - (int64_t)time(NULL) : 0;
+    int64_t left = exp ? exp - now : 0;
     if (exp && left < CG_ACCESS_FOREVER_S)
         grant->expires_ms = cg_hub_now_ms() + (left + (int64_t)a->policy.leeway_s) * 1000;
     if (cg_request_grant(req, grant->rule, grant->fields) != 0) {
