@@ -212,7 +212,6 @@ static void reload(cg_config_t *running, int argc, char **argv)
                     cg_log_level_name(running->log_level));
     }
     cg_config_free(&fresh);
-    warn_untaken_sockets();
     cg_service_ready();
 }
 
@@ -328,6 +327,7 @@ int main(int argc, char **argv)
     }
     cg_log_info("changegate %s started: watching %s on %s", PACKAGE_VERSION, cfg.watch,
                 uri_hosts(cfg.mongo_uri));
+    warn_untaken_sockets();
     cg_service_ready();
 
     size_t peak = 0;
