@@ -94,7 +94,6 @@ bool cg_access_query_token(const cg_access_t *a)
     return a->jwt && a->query_token;
 }
 
-/* The token of "Bearer <token>" (the scheme in any case), or NULL. */
 /* The wall clock in whole seconds, read precisely: time(2) is the coarse
  * clock, which may still say second N for a few milliseconds after the
  * issuer's clock (on this machine, say) has said N+1, and refuse a token
@@ -106,6 +105,7 @@ static int64_t wall_seconds(void)
     return (int64_t)ts.tv_sec;
 }
 
+/* The token of "Bearer <token>" (the scheme in any case), or NULL. */
 static const char *bearer(const char *authorization, size_t *len)
 {
     if (!authorization || strncasecmp(authorization, "Bearer ", 7) != 0)

@@ -127,23 +127,22 @@ static void warn_public_unauthenticated(const cg_config_t *cfg)
 
 /* The checks beyond parsing that need the machine: the state directory, the
  * sockets' directories, the key files. --check-config runs them, and so does
- * every start, so that a start fails on exactly what --check-config reports. */
-static bool config_usable(const cg_config_t *cfg)
+ * every start, so that a start fails on exactly what --check-config reports.
+ * Returns the access checker the key files made (the caller owns it), or NULL
+ * after printing the problem. */
+static cg_access_t *usable_config_access(const cg_config_t *cfg)
 {
     char err[512];
     if (cg_watcher_check_state_dir(cfg->state_dir, err, sizeof err) != 0) {
         cg_log_stderr("changegate: --state-dir: %s", err);
-        return false;
+        return NULL;
     }
     if (!check_socket_dirs(cfg))
-        return false;
+        return NULL;
     cg_access_t *access = cg_access_new(cfg, err, sizeof err);
-    if (!access) {
+    if (!access)
         cg_log_stderr("changegate: %s", err);
-        return false;
-    }
-    cg_access_free(access);
-    return true;
+    return access;
 }
 
 /* libmongoc's own messages (from URI parsing on) go through our logger. */
@@ -255,16 +254,18 @@ int main(int argc, char **argv)
         cg_config_free(&cfg);
         return 0;
     }
+    cg_access_t *access = usable_config_access(&cfg);
     if (cfg.check_config) {
-        bool ok = config_usable(&cfg);
+        bool ok = access != NULL;
         if (ok) {
             warn_slow_heartbeat(&cfg);
             printf("configuration OK\n");
         }
+        cg_access_free(access);
         cg_config_free(&cfg);
         return ok ? 0 : 1;
     }
-    if (!config_usable(&cfg)) {
+    if (!access) {
         cg_config_free(&cfg);
         return EXIT_CONFIG;
     }
@@ -290,13 +291,7 @@ int main(int argc, char **argv)
     cg_http_t **servers = bson_malloc0(cfg.n_listen * sizeof *servers);
     cg_fcgi_t **fcgis = bson_malloc0(cfg.n_listen * sizeof *fcgis);
     cg_catchup_t *catchup = NULL;
-    cg_watcher_t *watcher = NULL;
-    cg_access_t *access = cg_access_new(&cfg, err, sizeof err);
-    if (!access) {
-        cg_log_error("%s", err);
-        goto out;
-    }
-    watcher = cg_watcher_new(&cfg, hub, err, sizeof err);
+    cg_watcher_t *watcher = cg_watcher_new(&cfg, hub, err, sizeof err);
     if (!watcher) {
         cg_log_error("%s", err);
         goto out;
