@@ -67,8 +67,8 @@ typedef struct cg_config {
     size_t n_cors_origins;
     cg_log_level_t log_level;
     bool check_config, show_version, show_help;
-    char *
-        *settings; /* per option: its values as given, lists joined by newlines (cg_config_diff) */
+    /* Per option: its values as given, lists joined by newlines (for cg_config_diff). */
+    char **settings;
 } cg_config_t;
 
 /* Fills *cfg from argv (argv[0] is the program) and, when --config is given,

@@ -2,6 +2,7 @@
 #include "service.h"
 
 #include <stdbool.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "log.h"
@@ -63,8 +64,7 @@ void cg_service_status(const char *status)
         return;
     strncpy(last_status, status, sizeof last_status - 1);
     char msg[sizeof last_status + 8];
-    memcpy(msg, "STATUS=", 7);
-    memcpy(msg + 7, last_status, strlen(last_status) + 1);
+    snprintf(msg, sizeof msg, "STATUS=%s", last_status);
     notify(msg);
 }
 

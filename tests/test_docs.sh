@@ -97,6 +97,29 @@ names_option() {
   grep -qE -- "(^|[^A-Za-z0-9-])--$1([^a-z0-9-]|\$)"
 }
 
+# Fails for each option of --help that the text on stdin does not name; the
+# message is the printf format $1 with the option's name.
+names_every_option() { # message-format
+  local text o
+  text="$(cat)"
+  for o in "${options[@]}"; do
+    # shellcheck disable=SC2059 # the format is the caller's
+    names_option "$o" <<<"$text" || fail "$(printf "$1" "$o")"
+  done
+}
+
+# Fails for each --NAME in the text on stdin that --help does not know (stale
+# documentation): "DOC: WHAT --NAME, ...". With "foreign", other programs'
+# options ($not_ours, like curl's) are accepted too.
+names_no_stale_option() { # doc what [foreign]
+  local o
+  while read -r o; do
+    [ -n "$o" ] || continue
+    [ -n "${is_option[$o]:-}" ] || { [ "${3:-}" = foreign ] && [ -n "${allowed_foreign[$o]:-}" ]; } ||
+      fail "$1: $2 --$o, which is not an option of changegate --help"
+  done < <(long_options)
+}
+
 # ---- the man page ----
 
 # The man page as text: comments dropped, \- as -, font and zero-width escapes removed.
@@ -108,15 +131,9 @@ man_section() { # the text of one .SH section
 }
 man_options="$(man_section OPTIONS)"
 [ -n "$man_options" ] || fail "doc/changegate.8: no OPTIONS section"
-for o in "${options[@]}"; do
-  names_option "$o" <<<"$man_options" ||
-    fail "doc/changegate.8: --$o (in --help) is not documented under OPTIONS"
-done
-while read -r o; do
-  [ -n "$o" ] || continue
-  [ -n "${is_option[$o]:-}" ] || [ -n "${allowed_foreign[$o]:-}" ] ||
-    fail "doc/changegate.8: names --$o, which is not an option of changegate --help"
-done < <(long_options <<<"$man_text")
+names_every_option "doc/changegate.8: --%s (in --help) is not documented under OPTIONS" \
+  <<<"$man_options"
+names_no_stale_option doc/changegate.8 names foreign <<<"$man_text"
 
 man_endpoints="$(man_section ENDPOINTS)"
 for e in "${endpoints[@]}"; do # each has its entry, a tag line such as ".B GET /events"
@@ -145,15 +162,9 @@ fi
 readme_cells="$(awk '/^#+ / { on = ($0 == "### Options"); next } on && /^\|/' "$readme" |
   cut -d'|' -f2)"
 [ -n "$readme_cells" ] || fail "README.md: no options table under '### Options'"
-for o in "${options[@]}"; do
-  names_option "$o" <<<"$readme_cells" ||
-    fail "README.md: --$o (in --help) is missing from the options table"
-done
-while read -r o; do
-  [ -n "$o" ] || continue
-  [ -n "${is_option[$o]:-}" ] ||
-    fail "README.md: the options table names --$o, which is not an option of changegate --help"
-done < <(long_options <<<"$readme_cells")
+names_every_option "README.md: --%s (in --help) is missing from the options table" \
+  <<<"$readme_cells"
+names_no_stale_option README.md "the options table names" <<<"$readme_cells"
 
 # ---- the example config file ----
 
@@ -178,11 +189,8 @@ while read -r n kind name; do
   fi
   in_conf[$name]=1
 done <<<"$settings"
-while read -r o; do # in its comments, such as the --check-config command
-  [ -n "$o" ] || continue
-  [ -n "${is_option[$o]:-}" ] ||
-    fail "examples/changegate.conf: names --$o, which is not an option of changegate --help"
-done < <(long_options <"$conf")
+# In its comments, such as the --check-config command:
+names_no_stale_option examples/changegate.conf names <"$conf"
 for o in "${options[@]}"; do
   [ -n "${cli_only[$o]:-}" ] || [ -n "${in_conf[$o]:-}" ] ||
     fail "examples/changegate.conf: has no line setting $o (in --help; a config file may set it)"
