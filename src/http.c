@@ -1,14 +1,17 @@
 /* http.c: libmicrohttpd front end.
  *
- * Streams (SSE, NDJSON) use a callback response whose content reader pulls
- * events from the hub. When the hub has nothing, the reader suspends the
- * connection (the hub's park callback) and returns 0; the hub resumes it (the
- * wake callback) from whichever thread publishes the next wanted event, ticks
- * a heartbeat or stops. Suspending inside the reader, under the hub lock, is
- * what makes a wake impossible to lose and a double resume impossible.
+ * libmicrohttpd parses every request, and this file routes and validates it
+ * (request.c, access.c). Short answers (errors, /healthz, /metrics, HEAD) and
+ * long-polls are libmicrohttpd responses. An admitted stream (SSE, NDJSON) is
+ * not: its socket goes to the outlet (outlet.c), which writes the whole answer
+ * itself, so that a stream costs no libmicrohttpd pool and its events are
+ * written with writev from their shared frames as soon as the hub has them.
  *
- * Long-polls suspend in the access handler instead, before any response is
- * queued; libmicrohttpd calls the handler again after the resume.
+ * Long-polls suspend in the access handler, before any response is queued;
+ * the hub resumes them (the wake callback) from whichever thread publishes
+ * the next wanted event or reaches their deadline, and libmicrohttpd calls
+ * the handler again after the resume. Suspending under the hub lock is what
+ * makes a wake impossible to lose and a double resume impossible.
  *
  * Connections arrive through the gate (gate.c), which hands each one to a
  * shard: one of HTTP_SHARDS daemons with a small per-connection pool, or the
@@ -30,9 +33,10 @@
 #include "gate.h"
 #include "log.h"
 #include "metrics.h"
+#include "outlet.h"
 #include "request.h"
 
-#define STREAM_BLOCK_SIZE 8192 /* bytes per content-reader call */
+#define POLL_BLOCK_SIZE 8192 /* bytes per content-reader call of a long-poll answer */
 /* Per-connection pools (libmicrohttpd's default is 32 KiB). The gate sends a
  * head to the small pool when its cost is at most half of it: the other half
  * is for the answer's headers and the write buffer. The large pool takes the
@@ -42,8 +46,6 @@
 #define IDLE_TIMEOUT_S 120 /* only for connections that are not suspended */
 #define HTTP_SHARDS 4      /* small-pool daemons per listener: see cg_http_start() */
 #define LOOP_WAIT_MS 20    /* the longest a shard sleeps: see shard_loop() */
-
-static const char SSE_PREAMBLE[] = CG_SSE_PREAMBLE;
 
 /* A connection the gate has passed, on its way to a shard. */
 typedef struct {
@@ -77,6 +79,7 @@ struct cg_http {
     cg_hub_t *hub;
     cg_watcher_t *watcher;
     const cg_access_t *access;
+    cg_outlet_t *outlet; /* the streams, once admitted */
     char *spec;
 };
 
@@ -87,16 +90,9 @@ typedef struct {
     struct MHD_Connection *conn;
     cg_request_t req;
     cg_sub_t *sub;
-    cg_event_t *cur; /* stream: event being written (a reference), its bytes, and how far */
-    const cg_frames_t *cur_frames;
-    size_t cur_off;
-    const char *lit; /* stream: literal bytes being written (preamble, heartbeat) */
-    size_t lit_len, lit_off;
-    char *heartbeat;          /* stream: the last heartbeat made, with its position (owned) */
-    bool begun;               /* routed, and answered or subscribed */
-    bool ending;              /* stream: the hub is stopping */
-    cg_transport_t transport; /* subscribed: how (for /metrics) */
-    int64_t since_ms;         /* subscribed: when */
+    bool begun;                         /* routed, and answered or subscribed */
+    cg_transport_t transport;           /* subscribed: how (for /metrics) */
+    int64_t since_ms;                   /* subscribed: when */
     unsigned long long sent, sent_msgs; /* subscribed: body bytes and messages sent */
     int64_t expires_ms; /* subscribed: when its token expires (streams end then); 0: never */
     int watch_fd;       /* subscribed: its socket, in the shard's epoll set for hang-ups; else -1 */
@@ -152,111 +148,24 @@ static enum MHD_Result send_error(conn_ctx_t *c, const char *retry_after)
 
 /* ---- streams (SSE and NDJSON) ---- */
 
-/* A message made from the subscriber's position (a heartbeat, or the expired
- * notice) becomes the literal being written. */
-static void make_positioned(conn_ctx_t *c, char *(*make)(bool ndjson, const char *position))
+/* A stream answer's headers, for the HEAD answer here and the outlet's head
+ * alike: up to STREAM_HEADERS name/value pairs. */
+#define STREAM_HEADERS 6
+static size_t stream_headers(const conn_ctx_t *c, const char *name[], const char *value[])
 {
-    char *position = cg_hub_sub_position(c->http->hub, c->sub);
-    bson_free(c->heartbeat);
-    c->heartbeat = make(c->req.ndjson, position);
-    bson_free(position);
-    c->lit = c->heartbeat;
-    c->lit_len = strlen(c->lit);
-    c->lit_off = 0;
-}
-
-static void make_heartbeat(conn_ctx_t *c)
-{
-    make_positioned(c, cg_event_heartbeat);
-}
-
-/* The token expired: the `expired` message is the stream's last. */
-static void make_expired(conn_ctx_t *c)
-{
-    make_positioned(c, cg_event_expired);
-    c->ending = true;
-}
-
-static ssize_t count_sent(conn_ctx_t *c, size_t n)
-{
-    c->sent += n;
-    cg_metrics_sent(c->transport, 0, n);
-    return (ssize_t)n;
-}
-
-static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max)
-{
-    conn_ctx_t *c = cls;
-    if (c->hangup)
-        return MHD_CONTENT_READER_END_OF_STREAM;
     size_t n = 0;
-    while (n < max) {
-        if (c->lit) {
-            size_t k = c->lit_len - c->lit_off < max - n ? c->lit_len - c->lit_off : max - n;
-            memcpy(buf + n, c->lit + c->lit_off, k);
-            n += k;
-            c->lit_off += k;
-            if (c->lit_off == c->lit_len)
-                c->lit = NULL;
-            continue;
-        }
-        if (c->cur) {
-            const char *bytes = c->req.ndjson ? c->cur_frames->ndjson : c->cur_frames->sse;
-            size_t len = c->req.ndjson ? c->cur_frames->ndjson_len : c->cur_frames->sse_len;
-            size_t k = len - c->cur_off < max - n ? len - c->cur_off : max - n;
-            memcpy(buf + n, bytes + c->cur_off, k);
-            n += k;
-            c->cur_off += k;
-            if (c->cur_off == len) {
-                cg_event_unref(c->cur);
-                c->cur = NULL;
-                c->sent_msgs++;
-                cg_metrics_sent(c->transport, 1, 0);
-            }
-            continue;
-        }
-        if (c->ending)
-            break;
-        /* Checked before taking the next event, so that the expired message's
-         * position is the last one this client got. */
-        if (c->expires_ms && cg_hub_now_ms() >= c->expires_ms) {
-            make_expired(c);
-            continue;
-        }
-        cg_event_t *ev;
-        const cg_frames_t *frames;
-        switch (cg_hub_next(c->http->hub, c->sub, n == 0, &ev, &frames)) {
-        case CG_NEXT_EVENT:
-            c->cur = ev;
-            c->cur_frames = frames;
-            c->cur_off = 0;
-            continue;
-        case CG_NEXT_HEARTBEAT:
-            make_heartbeat(c);
-            continue;
-        case CG_NEXT_PARKED: /* suspended by on_park; resumed by on_wake */
-            return 0;
-        case CG_NEXT_TIMEOUT: /* a stream's only deadline is its token's expiry */
-            make_expired(c);
-            continue;
-        case CG_NEXT_END:
-            c->ending = true;
-            break;
-        case CG_NEXT_EMPTY:
-            return count_sent(c, n);
-        }
+#define PAIR(k, v) (name[n] = (k), value[n++] = (v))
+    PAIR("Content-Type", c->req.ndjson ? "application/x-ndjson" : "text/event-stream");
+    PAIR("X-Accel-Buffering", "no");
+    PAIR("Cache-Control", "no-cache");
+    if (c->req.origin) {
+        PAIR("Access-Control-Allow-Origin", c->req.origin);
+        PAIR("Vary", "Origin");
+        if (c->req.origin_credentials)
+            PAIR("Access-Control-Allow-Credentials", "true");
     }
-    if (n == 0 && c->ending)
-        return MHD_CONTENT_READER_END_OF_STREAM;
-    return count_sent(c, n);
-}
-
-static void add_stream_headers(conn_ctx_t *c, struct MHD_Response *r)
-{
-    MHD_add_response_header(r, "Content-Type",
-                            c->req.ndjson ? "application/x-ndjson" : "text/event-stream");
-    MHD_add_response_header(r, "X-Accel-Buffering", "no");
-    add_common_headers(c, r);
+#undef PAIR
+    return n;
 }
 
 /* HEAD on a stream: its head and nothing else, without subscribing. (A
@@ -266,29 +175,46 @@ static void add_stream_headers(conn_ctx_t *c, struct MHD_Response *r)
 static enum MHD_Result send_stream_head(conn_ctx_t *c)
 {
     struct MHD_Response *r = MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT);
-    add_stream_headers(c, r);
+    const char *name[STREAM_HEADERS], *value[STREAM_HEADERS];
+    for (size_t i = 0, n = stream_headers(c, name, value); i < n; i++)
+        MHD_add_response_header(r, name[i], value[i]);
     enum MHD_Result ret = MHD_queue_response(c->conn, MHD_HTTP_OK, r);
     MHD_destroy_response(r);
     return ret;
 }
 
-static enum MHD_Result start_stream(conn_ctx_t *c)
+/* Set on a shard's thread when a stream was just handed over, so that
+ * libmicrohttpd's log line about the access handler's MHD_NO is not taken
+ * for an error. */
+static _Thread_local bool handed_over;
+
+/* Subscribes a stream and gives its socket to the outlet (outlet.h), which
+ * writes the whole answer. libmicrohttpd then closes its own descriptor of the
+ * socket: MHD_USE_TURBO keeps it from shutting the socket down first. */
+static cg_hub_rc_t hand_over(conn_ctx_t *c, cg_sub_spec_t *spec, const char *version)
 {
-    struct MHD_Response *r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, STREAM_BLOCK_SIZE,
-                                                               stream_reader, c, NULL);
-    add_stream_headers(c, r);
-    /* Something at once, so that the answer's head goes out now (libmicrohttpd
-     * sends it with the first body bytes): the SSE preamble, or for NDJSON a
-     * heartbeat with the position the stream starts from. */
-    if (!c->req.ndjson) {
-        c->lit = SSE_PREAMBLE;
-        c->lit_len = sizeof SSE_PREAMBLE - 1;
-    } else {
-        make_heartbeat(c);
+    const union MHD_ConnectionInfo *info =
+        MHD_get_connection_info(c->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    if (!info) {
+        cg_filter_free(spec->filter);
+        cg_project_free(spec->project);
+        return CG_HUB_STOPPING;
     }
-    enum MHD_Result ret = MHD_queue_response(c->conn, MHD_HTTP_OK, r);
-    MHD_destroy_response(r);
-    return ret;
+    const char *name[STREAM_HEADERS], *value[STREAM_HEADERS];
+    size_t n = stream_headers(c, name, value);
+    bson_string_t *lines = bson_string_new(NULL);
+    for (size_t i = 0; i < n; i++)
+        bson_string_append_printf(lines, "%s: %s\r\n", name[i], value[i]);
+    cg_outlet_stream_t st = {
+        .ndjson = c->req.ndjson,
+        .http10 = strcmp(version, MHD_HTTP_VERSION_1_0) == 0,
+        .headers = lines->str,
+        .expires_ms = c->expires_ms,
+        .transport = c->req.ndjson ? CG_TRANSPORT_NDJSON : CG_TRANSPORT_SSE,
+    };
+    cg_hub_rc_t rc = cg_outlet_take(c->http->outlet, info->connect_fd, spec, &st);
+    bson_string_free(lines, true);
+    return rc;
 }
 
 /* ---- long-poll ---- */
@@ -379,7 +305,7 @@ static enum MHD_Result send_poll_answer(conn_ctx_t *c, cg_event_t **events,
     c->sent += total;
     c->sent_msgs += n;
     cg_metrics_sent(CG_TRANSPORT_POLL, n, 0);
-    struct MHD_Response *r = MHD_create_response_from_callback(total, STREAM_BLOCK_SIZE,
+    struct MHD_Response *r = MHD_create_response_from_callback(total, POLL_BLOCK_SIZE,
                                                                poll_body_reader, b, free_poll_body);
     MHD_add_response_header(r, "Content-Type", "application/json");
     add_common_headers(c, r);
@@ -506,7 +432,8 @@ static void on_hangup(conn_ctx_t *c)
     cg_hub_kick(c->http->hub, c->sub);
 }
 
-static enum MHD_Result begin_request(conn_ctx_t *c, const char *url, const char *method)
+static enum MHD_Result begin_request(conn_ctx_t *c, const char *url, const char *method,
+                                     const char *version)
 {
     cg_http_t *http = c->http;
     bool preflight = strcmp(method, "OPTIONS") == 0;
@@ -561,7 +488,7 @@ static enum MHD_Result begin_request(conn_ctx_t *c, const char *url, const char 
         .ops = &sub_ops,
         .ctx = c,
     };
-    switch (cg_hub_subscribe(http->hub, &spec, &c->sub)) {
+    switch (poll ? cg_hub_subscribe(http->hub, &spec, &c->sub) : hand_over(c, &spec, version)) {
     case CG_HUB_FULL:
         cg_metrics_drop(CG_DROP_TOO_MANY);
         cg_request_fail(&c->req, 503, "too_many_subscribers",
@@ -575,13 +502,15 @@ static enum MHD_Result begin_request(conn_ctx_t *c, const char *url, const char 
     case CG_HUB_OK:
         break;
     }
-    c->transport = poll            ? CG_TRANSPORT_POLL
-                   : c->req.ndjson ? CG_TRANSPORT_NDJSON
-                                   : CG_TRANSPORT_SSE;
+    if (!poll) {
+        handed_over = true;
+        return MHD_NO; /* the outlet has the stream: libmicrohttpd lets go of the connection */
+    }
+    c->transport = CG_TRANSPORT_POLL;
     c->since_ms = cg_hub_now_ms();
     cg_metrics_subscribers(c->transport, 1);
     watch_hangup(c);
-    return poll ? poll_step(c) : start_stream(c);
+    return poll_step(c);
 }
 
 /* libmicrohttpd calls this first with the headers, then with any body, then
@@ -608,7 +537,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     }
     if (!c->begun) {
         c->begun = true;
-        return begin_request(c, url, method);
+        return begin_request(c, url, method, version);
     }
     if (c->sub && c->req.endpoint == CG_EP_POLL)
         return poll_step(c); /* resumed after a park, or a hang-up */
@@ -624,7 +553,7 @@ static const char *end_reason(const conn_ctx_t *c, enum MHD_RequestTerminationCo
     }
     switch (toe) {
     case MHD_REQUEST_TERMINATED_COMPLETED_OK:
-        return c->ending ? "ended by the server" : "completed";
+        return "completed";
     case MHD_REQUEST_TERMINATED_TIMEOUT_REACHED:
         cg_metrics_drop(CG_DROP_WRITE_TIMEOUT);
         return "write timeout";
@@ -655,9 +584,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
         cg_metrics_subscribers(c->transport, -1);
         cg_hub_unsubscribe(http->hub, c->sub);
     }
-    cg_event_unref(c->cur);
     cg_request_clear(&c->req);
-    bson_free(c->heartbeat);
     bson_free(c);
     *con_cls = NULL;
 }
@@ -666,6 +593,11 @@ static void on_mhd_log(void *cls, const char *fmt, va_list ap)
 {
     char msg[512];
     vsnprintf(msg, sizeof msg, fmt, ap);
+    if (handed_over) { /* libmicrohttpd calls it an error; it is the hand-over to the outlet */
+        handed_over = false;
+        if (strncmp(msg, "Application reported internal error", 35) == 0)
+            return;
+    }
     size_t len = strlen(msg);
     while (len && (msg[len - 1] == '\n' || msg[len - 1] == '\r'))
         msg[--len] = '\0';
@@ -804,8 +736,9 @@ cg_http_t *cg_http_start(const cg_listen_t *listen, const cg_config_t *cfg, cg_h
     http->spec = bson_strdup(listen->spec);
     atomic_init(&http->stop, false);
     atomic_init(&http->next_shard, 0);
-    unsigned flags =
-        MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_NO_LISTEN_SOCKET | MHD_USE_ERROR_LOG;
+    unsigned flags = MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_NO_LISTEN_SOCKET |
+                     MHD_USE_ERROR_LOG |
+                     MHD_USE_TURBO; /* no shutdown() before close(): see hand_over() */
     if (ipv6)
         flags |= MHD_USE_IPv6;
     /* Each shard may take every connection: the file-descriptor limit is the
@@ -818,6 +751,12 @@ cg_http_t *cg_http_start(const cg_listen_t *listen, const cg_config_t *cfg, cg_h
             cg_http_stop(http);
             return NULL;
         }
+    }
+    http->outlet = cg_outlet_start(listen->spec, cfg, hub, err, errlen);
+    if (!http->outlet) {
+        close(fd);
+        cg_http_stop(http);
+        return NULL;
     }
     http->gate = cg_gate_start(fd, listen->spec, SMALL_POOL / 2, on_arrival, http, err, errlen);
     if (!http->gate) {
@@ -838,6 +777,7 @@ void cg_http_stop(cg_http_t *http)
     if (!http)
         return;
     cg_gate_free(http->gate);
+    cg_outlet_stop(http->outlet);
     atomic_store(&http->stop, true);
     for (int i = 0; i <= HTTP_SHARDS; i++) {
         shard_t *sh = &http->shards[i];
