@@ -819,7 +819,7 @@ int main(int argc, char **argv)
     worker_run(&workers[0]); /* the others end on their own: all closed, --linger, a stop */
     for (int k = 1; k < opt.threads; k++)
         pthread_join(workers[k].thread, NULL);
-    double cpu_s = cpu_now() - cpu0;
+    double cpu_s = cpu_now() - cpu0, run_s = now_mono() - t_start;
 
     uint64_t writes = 0, blocked = 0, bytes = 0, closed_early = 0, deliveries = 0;
     int finished = 0, not_closed = 0;
@@ -855,13 +855,14 @@ int main(int argc, char **argv)
            ", \"overrun\": %s, \"overrun_connections\": %" PRIu64 ", \"overrun_seq\": %" PRId64
            ", \"not_closed_by_client\": %d, \"seconds\": %.3f, \"deliveries\": %" PRIu64
            ", \"deliveries_per_s\": %.0f, \"bytes\": %" PRIu64 ", \"bytes_per_s\": %.0f"
-           ", \"writes\": %" PRIu64 ", \"blocked\": %" PRIu64 ", \"cpu_s\": %.3f, \"ok\": %s}\n",
+           ", \"writes\": %" PRIu64 ", \"blocked\": %" PRIu64 ", \"run_s\": %.3f, \"cpu_s\": %.3f"
+           ", \"cpu_total_s\": %.3f, \"ok\": %s}\n",
            n_conns, n_refused, opt.threads, opt.events, framed,
            framed ? (double)frame_bytes / (double)framed : 0.0, opt.ring, opt.rate, finished,
            closed_early, atomic_load(&overrun) ? "true" : "false", overrun_conns,
            atomic_load(&overrun) ? (int64_t)overrun_seq : -1, not_closed, seconds, deliveries,
            ok && seconds > 0 ? (double)deliveries / seconds : 0.0, bytes,
-           ok && seconds > 0 ? (double)bytes / seconds : 0.0, writes, blocked, cpu_s,
-           ok ? "true" : "false");
+           ok && seconds > 0 ? (double)bytes / seconds : 0.0, writes, blocked, run_s, cpu_s,
+           cpu_now(), ok ? "true" : "false");
     return ok ? 0 : 1;
 }
