@@ -87,8 +87,8 @@ static const char response_head[] = "HTTP/1.1 200 OK\r\n"
                                     "\r\n"
                                     ": changegate\nretry: 3000\n\n";
 
-/* Frames per writev(): 64 frames of ~520 bytes are 33 KB, more than a loopback socket
- * usually takes at once, so one call fills the buffer. */
+/* Frames per writev(): 64 frames of ~520 bytes are 33 KB a call, few calls for a
+ * connection that is far behind, and the iovec array stays small on the stack. */
 #define IOV_BATCH 64
 #define MAX_REQUEST 65536 /* bytes of request head before giving up on a connection */
 
@@ -395,9 +395,11 @@ static void conn_finished(struct worker *w, struct conn *c)
 }
 
 /* Writes the framed events [c->done, h) to c until they are all written or its socket
- * buffer is full. A write that takes less than offered means the buffer is full: Linux's
- * tcp_sendmsg then sets SOCK_NOSPACE, so EPOLLOUT (edge-triggered) follows once there is
- * room, and the EAGAIN another writev() would return is not needed. */
+ * buffer is full: the kernel's buffers bound one connection's turn, the most a fan-out
+ * can do per call, which is what the limit is about. A write that takes less than
+ * offered means the buffer is full: Linux's tcp_sendmsg then sets SOCK_NOSPACE, so
+ * EPOLLOUT (edge-triggered) follows once there is room, and the EAGAIN another writev()
+ * would return is not needed. */
 static void conn_write(struct worker *w, struct conn *c, uint64_t h)
 {
     while (c->state == S_STREAMING && !c->blocked) {
