@@ -10,7 +10,10 @@ schedule is absolute (document i is due at start + i/rate): a slow insert is cau
 by the next ones instead of lowering the rate. With --burst K --pause P the writer
 stops for P seconds after every K documents (not after the last), and the schedule
 resumes after the pause: quiet periods in which changegate sends heartbeats, which it
-sends only on an idle stream. Prints one line of JSON at the end.
+sends only on an idle stream. --batch K sends every K documents as one insert_many, and
+--rate 0 (with --count) drops the schedule: as fast as it can (saturation, bench/limit.sh);
+a document's ts_us is still the time it was made, before its batch is sent. Prints one
+line of JSON at the end.
 """
 import argparse
 import json
@@ -19,6 +22,21 @@ import time
 
 import bson
 import pymongo
+
+
+class Batches:
+    """--batch K: insert_one() keeps documents and sends each K (and the last of COUNT)
+    as one insert_many."""
+
+    def __init__(self, coll, k, count):
+        self.coll, self.k, self.left, self.docs = coll, k, count, []
+
+    def insert_one(self, doc):
+        self.docs.append(doc)
+        self.left -= 1
+        if len(self.docs) >= self.k or self.left == 0:
+            self.coll.insert_many(self.docs, ordered=True)
+            self.docs = []
 
 
 def main():
@@ -31,6 +49,8 @@ def main():
     ap.add_argument("--count", type=int, help="documents (default rate x duration)")
     ap.add_argument("--doc-bytes", type=int, default=100, help="approximate BSON size")
     ap.add_argument("--first-seq", type=int, default=0)
+    ap.add_argument("--batch", type=int, default=1,
+                    help="documents per insert (insert_many); --rate 0 --count N: no schedule")
     ap.add_argument("--owners", type=int, default=0,
                     help="add owner \"u<seq %% K>\" to each document (filtered fan-out)")
     ap.add_argument("--owner-field", default="owner",
@@ -41,6 +61,10 @@ def main():
                     help="pause --pause seconds after every BURST documents")
     ap.add_argument("--pause", type=float, default=0.0, help="seconds (with --burst)")
     args = ap.parse_args()
+    if args.rate <= 0:  # as fast as it can: every document is due at the start
+        if args.count is None:
+            ap.error("--rate 0 needs --count")
+        args.rate = float("inf")
 
     count = args.count if args.count is not None else int(round(args.rate * args.duration))
     probe = {"_id": bson.ObjectId(), "seq": args.first_seq, "ts_us": int(time.time() * 1e6),
@@ -49,6 +73,8 @@ def main():
 
     client = pymongo.MongoClient(args.uri, serverSelectionTimeoutMS=15000)
     coll = client[args.db][args.coll]
+    if args.batch > 1:
+        coll = Batches(coll, args.batch, count)
     client.admin.command("ping")
 
     start = time.monotonic()
