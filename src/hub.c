@@ -784,18 +784,15 @@ static cg_event_t *next_entry(cg_hub_t *hub, cg_sub_t *sub)
     }
 }
 
-cg_next_t cg_hub_next(cg_hub_t *hub, cg_sub_t *sub, bool park, cg_event_t **ev,
-                      const cg_frames_t **frames)
+/* cg_hub_next()'s work, under the lock. */
+static cg_next_t next_locked(cg_hub_t *hub, cg_sub_t *sub, bool park, int64_t now, cg_event_t **ev,
+                             const cg_frames_t **frames)
 {
     *ev = NULL;
     *frames = NULL;
     cg_next_t rc;
-    int64_t now = cg_hub_now_ms();
-    pthread_mutex_lock(&hub->lock);
-    if (hub->stopping) {
-        rc = CG_NEXT_END;
-        goto out;
-    }
+    if (hub->stopping)
+        return CG_NEXT_END;
     if (sub->pending && hub->live)
         sub->reset = resolve_position(hub, sub);
     if (sub->reset) {
@@ -809,29 +806,49 @@ cg_next_t cg_hub_next(cg_hub_t *hub, cg_sub_t *sub, bool park, cg_event_t **ev,
         rc = CG_NEXT_EVENT;
         goto delivered;
     }
-    if (sub->deadline_ms && now >= sub->deadline_ms) {
-        rc = CG_NEXT_TIMEOUT;
-        goto out;
-    }
+    if (sub->deadline_ms && now >= sub->deadline_ms)
+        return CG_NEXT_TIMEOUT;
     if (sub->heartbeats && now >= sub->heartbeat_at) {
         rc = CG_NEXT_HEARTBEAT;
         goto delivered;
     }
-    if (park) {
-        park_sub(hub, sub);
-        rc = CG_NEXT_PARKED;
-    } else {
-        rc = CG_NEXT_EMPTY;
-    }
-    goto out;
+    if (!park)
+        return CG_NEXT_EMPTY;
+    park_sub(hub, sub);
+    return CG_NEXT_PARKED;
 delivered:
     if (*ev) /* made once per (event, projection), under the lock */
         *frames = cg_event_frames(*ev, sub->project ? sub->project->project : NULL,
                                   sub->project ? sub->project->id : 0);
     sub->heartbeat_at = now + hub->heartbeat_ms;
-out:
+    return rc;
+}
+
+cg_next_t cg_hub_next(cg_hub_t *hub, cg_sub_t *sub, bool park, cg_event_t **ev,
+                      const cg_frames_t **frames)
+{
+    int64_t now = cg_hub_now_ms();
+    pthread_mutex_lock(&hub->lock);
+    cg_next_t rc = next_locked(hub, sub, park, now, ev, frames);
     pthread_mutex_unlock(&hub->lock);
     return rc;
+}
+
+cg_next_t cg_hub_next_n(cg_hub_t *hub, cg_sub_t *sub, bool park, size_t max, cg_event_t **evs,
+                        const cg_frames_t **frames, size_t *n)
+{
+    int64_t now = cg_hub_now_ms();
+    cg_next_t rc;
+    *n = 0;
+    pthread_mutex_lock(&hub->lock);
+    do {
+        rc = next_locked(hub, sub, park && *n == 0, now, &evs[*n], &frames[*n]);
+        if (rc != CG_NEXT_EVENT)
+            break;
+    } while (++*n < max);
+    pthread_mutex_unlock(&hub->lock);
+    /* What ended a run of events is met again on the next call. */
+    return *n ? CG_NEXT_EVENT : rc;
 }
 
 char *cg_hub_sub_position(cg_hub_t *hub, cg_sub_t *sub)

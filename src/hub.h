@@ -129,6 +129,11 @@ void cg_hub_unsubscribe(cg_hub_t *hub, cg_sub_t *sub);
  * subscriber's projection (valid while the caller holds *ev). */
 cg_next_t cg_hub_next(cg_hub_t *hub, cg_sub_t *sub, bool park, cg_event_t **ev,
                       const cg_frames_t **frames);
+/* Up to max events at once, under one lock: CG_NEXT_EVENT with *n of them
+ * (the caller owns each reference), or, when there is none, what
+ * cg_hub_next() would have returned (*n is 0). */
+cg_next_t cg_hub_next_n(cg_hub_t *hub, cg_sub_t *sub, bool park, size_t max, cg_event_t **evs,
+                        const cg_frames_t **frames, size_t *n);
 /* Where this subscriber would resume from now: a new string, or NULL when no
  * position is known yet. */
 char *cg_hub_sub_position(cg_hub_t *hub, cg_sub_t *sub);

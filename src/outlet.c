@@ -257,9 +257,9 @@ static bool flush(stream_t *s)
     return true;
 }
 
-/* Moves events from the hub into the ring until the hub has nothing (parked),
- * the ring is full or the stream ends. Two items stay free for the expired
- * notice and the end marker. */
+/* Moves events from the hub into the ring, as many as fit under one lock of
+ * the hub, until the hub has nothing (parked), the ring is full or the stream
+ * ends. Two items stay free for the expired notice and the end marker. */
 static void fill(stream_t *s)
 {
     cg_hub_t *hub = s->sh->outlet->hub;
@@ -271,16 +271,20 @@ static void fill(stream_t *s)
             end_stream(s);
             return;
         }
-        cg_event_t *ev;
-        const cg_frames_t *fr;
-        switch (cg_hub_next(hub, s->sub, true, &ev, &fr)) {
+        cg_event_t *evs[RING];
+        const cg_frames_t *frs[RING];
+        size_t n;
+        switch (cg_hub_next_n(hub, s->sub, true, RING - 2 - s->count, evs, frs, &n)) {
         case CG_NEXT_EVENT: {
-            const char *bytes = s->ndjson ? fr->ndjson : fr->sse;
-            size_t len = s->ndjson ? fr->ndjson_len : fr->sse_len;
-            push(s, bytes, len, false, true, ev);
-            s->sent += len;
-            s->sent_msgs++;
-            cg_metrics_sent(s->transport, 1, len);
+            size_t bytes = 0;
+            for (size_t i = 0; i < n; i++) {
+                size_t len = s->ndjson ? frs[i]->ndjson_len : frs[i]->sse_len;
+                push(s, s->ndjson ? frs[i]->ndjson : frs[i]->sse, len, false, true, evs[i]);
+                bytes += len;
+            }
+            s->sent += bytes;
+            s->sent_msgs += n;
+            cg_metrics_sent(s->transport, n, bytes);
             break;
         }
         case CG_NEXT_HEARTBEAT:

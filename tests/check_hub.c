@@ -158,6 +158,45 @@ START_TEST(resume_after_a_position_gives_exactly_the_rest)
 }
 END_TEST
 
+/* A batch stops at max, and at whatever ends the run of events (here: the
+ * filter skipping the rest); with nothing at all it parks like
+ * cg_hub_next(). */
+START_TEST(next_n_takes_events_in_order_under_one_call)
+{
+    go_live();
+    fake_conn_t conn = {0};
+    cg_sub_t *sub = subscribe(&conn, NULL, "db.c", NULL);
+    for (unsigned i = 1; i <= 5; i++)
+        publish_n(i, "insert", "c");
+    publish_n(6, "insert", "other");
+    cg_event_t *evs[8];
+    const cg_frames_t *frs[8];
+    size_t n;
+    ck_assert_int_eq(cg_hub_next_n(hub, sub, true, 3, evs, frs, &n), CG_NEXT_EVENT);
+    ck_assert_uint_eq(n, 3);
+    for (size_t i = 0; i < n; i++) {
+        char pos[16];
+        test_pos(pos, sizeof pos, (unsigned)i + 1);
+        ck_assert_str_eq(evs[i]->position, pos);
+        ck_assert_ptr_nonnull(frs[i]->sse);
+        cg_event_unref(evs[i]);
+    }
+    ck_assert_int_eq(cg_hub_next_n(hub, sub, true, 8, evs, frs, &n), CG_NEXT_EVENT);
+    ck_assert_uint_eq(n, 2);
+    ck_assert_str_eq(evs[1]->position, "8200000005");
+    cg_event_unref(evs[0]);
+    cg_event_unref(evs[1]);
+    ck_assert(!conn.suspended);
+    ck_assert_int_eq(cg_hub_next_n(hub, sub, true, 8, evs, frs, &n), CG_NEXT_PARKED);
+    ck_assert_uint_eq(n, 0);
+    ck_assert(conn.suspended);
+    publish_n(7, "insert", "c");
+    ck_assert_int_eq(conn.wakes, 1);
+    expect_event(sub, 7);
+    cg_hub_unsubscribe(hub, sub);
+}
+END_TEST
+
 START_TEST(an_unknown_position_gets_a_reset_then_continues_from_now)
 {
     go_live();
@@ -759,6 +798,7 @@ int main(void)
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, a_new_subscriber_waits_for_the_next_event_and_is_woken_once);
     tcase_add_test(tc, resume_after_a_position_gives_exactly_the_rest);
+    tcase_add_test(tc, next_n_takes_events_in_order_under_one_call);
     tcase_add_test(tc, an_unknown_position_gets_a_reset_then_continues_from_now);
     tcase_add_test(tc, positions_wait_until_the_watcher_is_live);
     tcase_add_test(tc, now_before_live_is_when_the_watcher_went_live);
