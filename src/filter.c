@@ -31,6 +31,9 @@ struct cg_filter {
     /* With a rule: rule AND the user's filter, as one tree, only for the
      * matching index's required equalities (never evaluated). */
     cg_match_t *index;
+    /* Nothing to check: every change matches. Most subscribers of a broad
+     * feed are like this, and each event is matched once per subscriber. */
+    bool everything;
 };
 
 /* The operation types MongoDB 6.0 emits (with showExpandedEvents for the DDL ones). */
@@ -336,6 +339,7 @@ int cg_filter_compile(cg_filter_t *f, char *err, size_t errlen)
         bson_destroy(f->rule_query);
         f->rule_query = NULL;
     }
+    f->everything = !f->query && !f->rule && !f->n_ns && !f->n_ops && !f->n_ids;
     if (f->query) {
         f->match = cg_match_and(f->match, f->query);
         f->query = NULL;
@@ -347,6 +351,8 @@ int cg_filter_compile(cg_filter_t *f, char *err, size_t errlen)
 
 bool cg_filter_match(const cg_filter_t *f, const cg_event_t *ev)
 {
+    if (f->everything)
+        return ev->kind == CG_EVENT_CHANGE;
     if (ev->kind != CG_EVENT_CHANGE || !cg_match_eval(f->match, ev->doc))
         return false;
     if (!f->rule)
