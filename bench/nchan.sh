@@ -180,8 +180,9 @@ declare -A vs_val=()
 # Seconds run from the writer's first write (its t_first_us) to the last receipt
 # (loadclient's last_event_us); deliveries/s = SUBSCRIBERS x EVENTS / seconds. CPU is
 # over the writer's start to loadclient's end, RSS sampled every 0.2 s. Adds the
-# figures under "<setup>.<column>" (bench_add), the round's deliveries/s, p50 and p99
-# (µs) to vs_val, and sets vs_ok=no when a subscriber missed or repeated an event.
+# figures under "<setup>.<column>" (bench_add), the round's deliveries/s, writer rate and
+# latency p50, p99 and max (µs) to vs_val, and sets vs_ok=no when a subscriber missed or
+# repeated an event.
 vs_fanout() { # setup round mode subscribers events writer-options...
     local setup=$1 round=$2 mode=$3 subs=$4 events=$5
     shift 5
@@ -230,6 +231,7 @@ vs_fanout() { # setup round mode subscribers events writer-options...
     read -r seconds deliveries < <(awk -v a="$first_us" -v b="$last_us" -v n=$((subs * events)) \
         'BEGIN {s = (b - a) / 1e6; printf "%.2f %.0f\n", s, (s > 0 ? n / s : 0)}')
     vs_val[$setup.deliveries.$round]=$deliveries
+    vs_val[$setup.rate.$round]=$rate
     vs_val[$setup.p50.$round]=$p50
     vs_val[$setup.p99.$round]=$p99
     vs_val[$setup.max.$round]=$pmax
