@@ -14,8 +14,9 @@
 # Appends one row per setup to bench/RESULTS.md (section vs-nchan-latency), rounds
 # separated by "; ", with changegate's p50 / p99 / max over Nchan's per round.
 # Knobs (environment): SUBSCRIBERS, RATE, DURATION, DOC_BYTES, ROUNDS, PIPELINE,
-# HEARTBEAT (15 s, both), TIMEOUT (600 s: how long after DURATION loadclient waits), NGINX, NCHAN_MODULE,
-# CHANGEGATE, DEVMONGO, BENCH_COMMIT, KEEP_OUT=1, RESULTS (RESULTS=/dev/null: a dry run).
+# HEARTBEAT (15 s, both), TIMEOUT (600 s: how long after DURATION loadclient waits for
+# the last events), NGINX, NCHAN_MODULE, CHANGEGATE, DEVMONGO, BENCH_COMMIT, KEEP_OUT=1,
+# RESULTS (RESULTS=/dev/null: a dry run).
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 . "$(dirname "${BASH_SOURCE[0]}")/nchan.sh"

@@ -17,8 +17,9 @@
 # one row per setup to bench/RESULTS.md (section vs-nchan-longpoll), rounds separated by
 # "; ", with changegate's deliveries/s and p50 over Nchan's per round.
 # Knobs (environment): SUBSCRIBERS, RATE, DURATION, DOC_BYTES, ROUNDS, PIPELINE,
-# POLL_TIMEOUT (60 s, both), TIMEOUT (600 s: how long after DURATION loadclient waits), NGINX, NCHAN_MODULE,
-# CHANGEGATE, DEVMONGO, BENCH_COMMIT, KEEP_OUT=1, RESULTS (RESULTS=/dev/null: a dry run).
+# POLL_TIMEOUT (60 s, both), TIMEOUT (600 s: how long after DURATION loadclient waits
+# for the last events), NGINX, NCHAN_MODULE, CHANGEGATE, DEVMONGO, BENCH_COMMIT,
+# KEEP_OUT=1, RESULTS (RESULTS=/dev/null: a dry run).
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 . "$(dirname "${BASH_SOURCE[0]}")/nchan.sh"
