@@ -463,6 +463,8 @@ static void sse_feed(struct conn *c, const char *p, size_t n, int64_t recv_us)
 /* A long-poll answer is parsed whole, so its body is kept until it is. */
 static void body_append(struct conn *c, const char *p, size_t n)
 {
+    if (n == 0) /* (the headers' read may end where the body starts) */
+        return;
     if (c->body_len + n > c->body_cap) {
         while (c->body_len + n > c->body_cap)
             c->body_cap = c->body_cap ? c->body_cap * 2 : 4096;
@@ -587,30 +589,24 @@ static bool lp_nchan_answer(struct conn *c, int64_t recv_us)
         char delim[sizeof c->boundary + 2];
         size_t dl = (size_t)snprintf(delim, sizeof delim, "--%s", c->boundary);
         const char *p = memmem(body, c->body_len, delim, dl);
-        for (;;) {
-            if (!p) {
-                conn_fail(c, "bad multipart answer: %.200s", body);
-                return false;
-            }
+        while (p) {
             p += dl;
             if (end - p >= 2 && p[0] == '-' && p[1] == '-')
                 break; /* the closing delimiter */
             const char *h = memmem(p, (size_t)(end - p), "\r\n\r\n", 4);
-            if (!h) {
-                p = NULL;
-                continue;
+            const char *m = h ? h + 4 : NULL;
+            const char *next = m ? memmem(m, (size_t)(end - m), delim, dl) : NULL;
+            if (next) {
+                const char *me = next;
+                if (me - m >= 2 && me[-2] == '\r' && me[-1] == '\n')
+                    me -= 2;
+                nchan_message(c, m, (size_t)(me - m), recv_us);
             }
-            const char *m = h + 4;
-            const char *next = memmem(m, (size_t)(end - m), delim, dl);
-            if (!next) {
-                p = NULL;
-                continue;
-            }
-            const char *me = next;
-            if (me - m >= 2 && me[-2] == '\r' && me[-1] == '\n')
-                me -= 2;
-            nchan_message(c, m, (size_t)(me - m), recv_us);
             p = next;
+        }
+        if (!p) {
+            conn_fail(c, "bad multipart answer: %.200s", body);
+            return false;
         }
     }
     if (!header_value(c->hdr, "Last-Modified", c->last_modified, sizeof c->last_modified) ||
