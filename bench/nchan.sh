@@ -64,6 +64,9 @@ events { worker_connections $NCHAN_CONNECTIONS; }
 http {
     access_log off;
     client_body_temp_path $dir/temp/client_body;
+    # a POST's body stays in memory (the worker, user nobody, need not write here)
+    client_body_buffer_size 1m;
+    client_max_body_size 1m;
     proxy_temp_path $dir/temp/proxy;
     fastcgi_temp_path $dir/temp/fastcgi;
     uwsgi_temp_path $dir/temp/uwsgi;
