@@ -39,7 +39,7 @@ curl -fsS -o /dev/null "http://127.0.0.1:$cg_port/healthz" || bench_die 1 "chang
 
 bench_start_loadclient main --path /events --connections "$SUBSCRIBERS" --expect "$EVENTS" \
     --duration 300
-"$PY" "$here/writer.py" --uri "$mongo_uri" --rate "$RATE" --count "$EVENTS" --batch 10 \
+"$PY" "$here/writer.py" --uri "$mongo_uri" --rate "$RATE" --count "$EVENTS" \
     --doc-bytes "$DOC_BYTES" >"$out/writer.json"
 lc_rc=0
 wait "$lc_pid" || lc_rc=$?
