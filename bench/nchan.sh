@@ -22,11 +22,14 @@
 #
 # Knobs: NGINX (/usr/sbin/nginx), NCHAN_MODULE (/usr/lib/nginx/modules/
 # ngx_nchan_module.so), NCHAN_CONNECTIONS (worker_connections, 20000: the open-files
-# hard limit here is 20,000 per process, worker_rlimit_nofile the same).
+# hard limit here is 20,000 per process, worker_rlimit_nofile the same), NCHAN_WORKERS
+# (worker_processes, 1 as in the issue's reference run; 2 uses both CPUs, as changegate
+# does: the rows name the count).
 
 NGINX=${NGINX:-/usr/sbin/nginx}
 NCHAN_MODULE=${NCHAN_MODULE:-/usr/lib/nginx/modules/ngx_nchan_module.so}
 NCHAN_CONNECTIONS=${NCHAN_CONNECTIONS:-20000}
+NCHAN_WORKERS=${NCHAN_WORKERS:-1}
 
 # Installs Nchan and nginx from Debian when the module or nginx is missing.
 nchan_ensure() {
@@ -46,7 +49,7 @@ nchan_ensure() {
 }
 
 # Starts nginx with Nchan (see the top) and waits until it answers. Sets ng_pid (the
-# master), ng_worker, ng_procs (master and worker: RSS is theirs summed) and ng_port.
+# master), ng_workers, ng_procs (master and workers: RSS is theirs summed) and ng_port.
 nchan_start() { # tag buffer-length ping-seconds longpoll-timeout-seconds
     local tag=$1 buffer=$2 ping=$3 poll_timeout=$4 dir=$out/nchan-$1
     mkdir -p "$dir/temp"
@@ -56,7 +59,7 @@ nchan_start() { # tag buffer-length ping-seconds longpoll-timeout-seconds
 load_module $NCHAN_MODULE;
 daemon off;
 master_process on;
-worker_processes 1;
+worker_processes $NCHAN_WORKERS;
 worker_rlimit_nofile $NCHAN_CONNECTIONS;
 pid $dir/nginx.pid;
 error_log $dir/error.log notice;
@@ -113,10 +116,11 @@ EOF
         bench_die 1 "nginx (Nchan) did not answer: $(tail -n 5 "$dir/error.log" "$dir/stderr.log")"
     local workers=()
     read -ra workers <"/proc/$ng_pid/task/$ng_pid/children" || true # no newline at its end
-    [ ${#workers[@]} = 1 ] || bench_die 1 "nginx has ${#workers[@]} workers, not 1"
-    ng_worker=${workers[0]}
-    bench_pids+=("$ng_worker") # stopped by its master; listed in case the master is killed
-    ng_procs=("$ng_pid" "$ng_worker")
+    [ ${#workers[@]} = "$NCHAN_WORKERS" ] ||
+        bench_die 1 "nginx has ${#workers[@]} workers, not $NCHAN_WORKERS"
+    ng_workers=("${workers[@]}")
+    bench_pids+=("${ng_workers[@]}") # stopped by their master; listed in case it is killed
+    ng_procs=("$ng_pid" "${ng_workers[@]}")
 }
 
 # ---- what the vs-nchan-* scenarios share ----
@@ -149,7 +153,7 @@ vs_start() { # setup tag subscribers keep
         ;;
     nchan)
         nchan_start "$tag" "$keep" "$HEARTBEAT" "$POLL_TIMEOUT"
-        vs_port=$ng_port vs_rss_pids=("${ng_procs[@]}") vs_cpu_pids=("$ng_worker")
+        vs_port=$ng_port vs_rss_pids=("${ng_procs[@]}") vs_cpu_pids=("${ng_workers[@]}")
         vs_sse_path=/events vs_poll_path=/poll
         ;;
     *) bench_die 2 "unknown setup $setup" ;;

@@ -40,7 +40,7 @@ nchan_ensure
     bench_die 2 "ulimit -n is $(ulimit -n), too low for $SUBSCRIBERS subscribers"
 [ "$NCHAN_CONNECTIONS" -ge $((SUBSCRIBERS + 100)) ] ||
     bench_die 2 "NCHAN_CONNECTIONS ($NCHAN_CONNECTIONS) too low for $SUBSCRIBERS subscribers"
-command_line="SUBSCRIBERS=$SUBSCRIBERS HOLD=$HOLD HEARTBEAT=$HEARTBEAT MIN_HEARTBEATS=$MIN_HEARTBEATS ROUNDS=$ROUNDS${CHANGEGATE_SET:+ CHANGEGATE=$CHANGEGATE}${BENCH_COMMIT:+ BENCH_COMMIT=$BENCH_COMMIT} bench/vs-nchan-idle.sh"
+command_line="SUBSCRIBERS=$SUBSCRIBERS HOLD=$HOLD HEARTBEAT=$HEARTBEAT MIN_HEARTBEATS=$MIN_HEARTBEATS ROUNDS=$ROUNDS NCHAN_WORKERS=$NCHAN_WORKERS${CHANGEGATE_SET:+ CHANGEGATE=$CHANGEGATE}${BENCH_COMMIT:+ BENCH_COMMIT=$BENCH_COMMIT} bench/vs-nchan-idle.sh"
 
 all_ok=yes
 run() { # setup round
@@ -131,7 +131,7 @@ done
 for setup in changegate nchan; do
     case $setup in
     changegate) name="changegate (--max-subscribers $((SUBSCRIBERS + 100)))" ;;
-    nchan) name="Nchan (1 worker, worker_connections $NCHAN_CONNECTIONS)" ;;
+    nchan) name="Nchan ($NCHAN_WORKERS worker(s), worker_connections $NCHAN_CONNECTIONS)" ;;
     esac
     row="| $date | $(bench_commit) | $name | $SUBSCRIBERS | $HEARTBEAT | ${bench_fig[$setup.hold]} | ${bench_fig[$setup.rss]} | ${bench_fig[$setup.per_sub]} | ${bench_fig[$setup.cpu]} | $ratio | ${bench_fig[$setup.heartbeats]} | ${bench_fig[$setup.connect]} | ${bench_fig[$setup.lc_cpu]} | ${bench_fig[$setup.host]} | ${bench_fig[$setup.ok]} | $(nproc) CPUs, load ${bench_fig[$setup.load]} | \`$command_line\` |"
     bench_append_row vs-nchan-idle "$header" "$row"

@@ -34,7 +34,7 @@ EVENTS=$((RATE * DURATION))
 [ "$(ulimit -n)" -ge $((SUBSCRIBERS + 200)) ] ||
     bench_die 2 "ulimit -n is $(ulimit -n), too low for $SUBSCRIBERS subscribers"
 VS_DURATION=$((DURATION + TIMEOUT))
-command_line="SUBSCRIBERS=$SUBSCRIBERS RATE=$RATE DURATION=$DURATION DOC_BYTES=$DOC_BYTES ROUNDS=$ROUNDS PIPELINE=$PIPELINE HEARTBEAT=$HEARTBEAT${CHANGEGATE_SET:+ CHANGEGATE=$CHANGEGATE}${BENCH_COMMIT:+ BENCH_COMMIT=$BENCH_COMMIT} bench/vs-nchan-latency.sh"
+command_line="SUBSCRIBERS=$SUBSCRIBERS RATE=$RATE DURATION=$DURATION DOC_BYTES=$DOC_BYTES ROUNDS=$ROUNDS PIPELINE=$PIPELINE HEARTBEAT=$HEARTBEAT NCHAN_WORKERS=$NCHAN_WORKERS${CHANGEGATE_SET:+ CHANGEGATE=$CHANGEGATE}${BENCH_COMMIT:+ BENCH_COMMIT=$BENCH_COMMIT} bench/vs-nchan-latency.sh"
 
 vs_ok=yes
 for round in $(seq "$ROUNDS"); do
@@ -83,7 +83,7 @@ done
 for setup in changegate nchan; do
     case $setup in
     changegate) name="changegate (devmongo, insert_one)" ;;
-    nchan) name="Nchan (1 worker, pipelined POSTs)" ;;
+    nchan) name="Nchan ($NCHAN_WORKERS worker(s), pipelined POSTs)" ;;
     esac
     row="| $date | $(bench_commit) | $name | $SUBSCRIBERS | $RATE | $EVENTS | ${bench_fig[$setup.rate]} (${bench_fig[$setup.kept]}) | ${bench_fig[$setup.behind]} | ${bench_fig[$setup.p50]} | ${bench_fig[$setup.p99]} | ${bench_fig[$setup.max]} | $ratio | ${bench_fig[$setup.seconds]} | ${bench_fig[$setup.deliveries]} | ${bench_fig[$setup.cpu]} | ${bench_fig[$setup.rss]} | ${bench_fig[$setup.lc_cpu]} | ${bench_fig[$setup.host]} | ${bench_fig[$setup.ok]} | $(nproc) CPUs, load ${bench_fig[$setup.load]} | \`$command_line\` |"
     bench_append_row vs-nchan-latency "$header" "$row"

@@ -37,7 +37,7 @@ EVENTS=$((RATE * DURATION))
 [ "$(ulimit -n)" -ge $((SUBSCRIBERS + 200)) ] ||
     bench_die 2 "ulimit -n is $(ulimit -n), too low for $SUBSCRIBERS clients"
 VS_DURATION=$((DURATION + TIMEOUT))
-command_line="SUBSCRIBERS=$SUBSCRIBERS RATE=$RATE DURATION=$DURATION DOC_BYTES=$DOC_BYTES ROUNDS=$ROUNDS PIPELINE=$PIPELINE POLL_TIMEOUT=$POLL_TIMEOUT${CHANGEGATE_SET:+ CHANGEGATE=$CHANGEGATE}${BENCH_COMMIT:+ BENCH_COMMIT=$BENCH_COMMIT} bench/vs-nchan-longpoll.sh"
+command_line="SUBSCRIBERS=$SUBSCRIBERS RATE=$RATE DURATION=$DURATION DOC_BYTES=$DOC_BYTES ROUNDS=$ROUNDS PIPELINE=$PIPELINE POLL_TIMEOUT=$POLL_TIMEOUT NCHAN_WORKERS=$NCHAN_WORKERS${CHANGEGATE_SET:+ CHANGEGATE=$CHANGEGATE}${BENCH_COMMIT:+ BENCH_COMMIT=$BENCH_COMMIT} bench/vs-nchan-longpoll.sh"
 
 vs_ok=yes
 for round in $(seq "$ROUNDS"); do
@@ -81,7 +81,7 @@ done
 for setup in changegate nchan; do
     case $setup in
     changegate) name="changegate /poll (devmongo, insert_one)" ;;
-    nchan) name="Nchan longpoll, multipart (1 worker, pipelined POSTs)" ;;
+    nchan) name="Nchan longpoll, multipart ($NCHAN_WORKERS worker(s), pipelined POSTs)" ;;
     esac
     row="| $date | $(bench_commit) | $name | $SUBSCRIBERS | $RATE | $EVENTS | ${bench_fig[$setup.rate]} | ${bench_fig[$setup.seconds]} | ${bench_fig[$setup.deliveries]} | ${bench_fig[$setup.p50]} | ${bench_fig[$setup.p99]} | ${bench_fig[$setup.max]} | $ratio | ${bench_fig[$setup.polls]} | ${bench_fig[$setup.cpu]} | ${bench_fig[$setup.rss]} | ${bench_fig[$setup.lc_cpu]} | ${bench_fig[$setup.host]} | ${bench_fig[$setup.ok]} | $(nproc) CPUs, load ${bench_fig[$setup.load]} | \`$command_line\` |"
     bench_append_row vs-nchan-longpoll "$header" "$row"

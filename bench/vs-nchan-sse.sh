@@ -36,7 +36,7 @@ for n in $SUBSCRIBERS_LIST; do
     [ "$NCHAN_CONNECTIONS" -ge $((n + 100)) ] || bench_die 2 "NCHAN_CONNECTIONS too low for $n subscribers"
 done
 VS_DURATION=$TIMEOUT
-command_line="SUBSCRIBERS_LIST='$SUBSCRIBERS_LIST' EVENTS=$EVENTS DOC_BYTES=$DOC_BYTES ROUNDS=$ROUNDS BATCH=$BATCH PIPELINE=$PIPELINE HEARTBEAT=$HEARTBEAT${CHANGEGATE_SET:+ CHANGEGATE=$CHANGEGATE}${BENCH_COMMIT:+ BENCH_COMMIT=$BENCH_COMMIT} bench/vs-nchan-sse.sh"
+command_line="SUBSCRIBERS_LIST='$SUBSCRIBERS_LIST' EVENTS=$EVENTS DOC_BYTES=$DOC_BYTES ROUNDS=$ROUNDS BATCH=$BATCH PIPELINE=$PIPELINE HEARTBEAT=$HEARTBEAT NCHAN_WORKERS=$NCHAN_WORKERS${CHANGEGATE_SET:+ CHANGEGATE=$CHANGEGATE}${BENCH_COMMIT:+ BENCH_COMMIT=$BENCH_COMMIT} bench/vs-nchan-sse.sh"
 
 header=$out/header.md
 cat >"$header" <<'HDR'
@@ -72,7 +72,7 @@ for subs in $SUBSCRIBERS_LIST; do
     for setup in changegate nchan; do
         case $setup in
         changegate) name="changegate (devmongo, insert_many)" ;;
-        nchan) name="Nchan (1 worker, pipelined POSTs)" ;;
+        nchan) name="Nchan ($NCHAN_WORKERS worker(s), pipelined POSTs)" ;;
         esac
         row="| $date | $(bench_commit) | $name | $subs | $EVENTS | ${bench_fig[$setup.rate]} | ${bench_fig[$setup.seconds]} | ${bench_fig[$setup.deliveries]} | $ratio | ${bench_fig[$setup.p50]} | ${bench_fig[$setup.p99]} | ${bench_fig[$setup.max]} | ${bench_fig[$setup.cpu]} | ${bench_fig[$setup.rss]} | ${bench_fig[$setup.lc_cpu]} | ${bench_fig[$setup.host]} | ${bench_fig[$setup.ok]} | $(nproc) CPUs, load ${bench_fig[$setup.load]} | \`$command_line\` |"
         bench_append_row vs-nchan-sse "$header" "$row"
