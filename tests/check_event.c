@@ -50,6 +50,31 @@ START_TEST(sse_frame_is_id_then_one_data_line)
 }
 END_TEST
 
+/* The JSON is compact (no spaces between tokens), and strings, spaces,
+ * quotes and backslashes in them included, come through unchanged. */
+START_TEST(json_is_compact_and_strings_are_kept)
+{
+    bson_t *b = BCON_NEW("_id", "{", "_data", BCON_UTF8("82AB02"), "}", "operationType",
+                         BCON_UTF8("insert"), "fullDocument", "{", "s",
+                         BCON_UTF8("a \" : b \\\" { c }"), "n", BCON_INT32(7), "}");
+    char err[128];
+    cg_event_t *ev = cg_event_new_change(b, err, sizeof err);
+    ck_assert_msg(ev != NULL, "%s", err);
+    const char *want = "{\"_id\":{\"_data\":\"82AB02\"},\"operationType\":\"insert\","
+                       "\"fullDocument\":{\"s\":\"a \\\" : b \\\\\\\" { c }\",\"n\":7}}";
+    ck_assert_str_eq(ev->frames.json, want);
+    ck_assert_uint_eq(ev->frames.json_len, strlen(want));
+    json_error_t je;
+    json_t *data = json_loads(ev->frames.json, 0, &je);
+    ck_assert_msg(data != NULL, "%s", je.text);
+    ck_assert_str_eq(json_string_value(json_object_get(json_object_get(data, "fullDocument"), "s")),
+                     "a \" : b \\\" { c }");
+    json_decref(data);
+    cg_event_unref(ev);
+    bson_destroy(b);
+}
+END_TEST
+
 START_TEST(ndjson_line_wraps_id_and_event)
 {
     bson_t *b = change(INSERT);
@@ -229,6 +254,7 @@ int main(void)
     Suite *s = suite_create("event");
     TCase *tc = tcase_create("framing");
     tcase_add_test(tc, sse_frame_is_id_then_one_data_line);
+    tcase_add_test(tc, json_is_compact_and_strings_are_kept);
     tcase_add_test(tc, ndjson_line_wraps_id_and_event);
     tcase_add_test(tc, reset_is_a_named_event_that_moves_the_id);
     tcase_add_test(tc, events_without_a_token_are_refused);
