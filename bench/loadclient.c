@@ -114,7 +114,7 @@ struct conn {
     /* accounting */
     int64_t last_seq, base_seq; /* base_seq: the first seq this connection should get */
     uint64_t received, gaps, repeats, resets, no_seq, misrouted, heartbeats;
-    char *req;       /* the request, when the path has "{i}", and each long-poll's */
+    char *req; /* the request, when the path has "{i}", and each long-poll's */
     /* long-poll: the answer being read, and where the next poll starts */
     int status;
     int64_t content_length; /* -1: not given */
@@ -122,10 +122,10 @@ struct conn {
     char boundary[128];     /* multipart/mixed boundary, "" for a bare body */
     char *body;
     size_t body_len, body_cap;
-    char pos[512];           /* changegate: the last answer's lastEventId */
-    char last_modified[64];  /* nchan: the last answer's Last-Modified ... */
-    char etag[64];           /* ... and Etag */
-    uint64_t expect; /* events this connection should get (--expect, or from --events) */
+    char pos[512];          /* changegate: the last answer's lastEventId */
+    char last_modified[64]; /* nchan: the last answer's Last-Modified ... */
+    char etag[64];          /* ... and Etag */
+    uint64_t expect;        /* events this connection should get (--expect, or from --events) */
     bool complete;
     bool answered; /* long-poll: this connection has carried an answer */
 };
@@ -147,8 +147,23 @@ static struct {
     enum mode mode;          /* --mode sse | longpoll */
     enum target target;      /* --target changegate | nchan (how to long-poll) */
     int poll_timeout;        /* changegate: seconds a poll waits (timeout=) */
-} opt = {"127.0.0.1", "8080", "/events", NULL, 100, 30.0, 0, 0, 256, false, 1, 0, 0,
-         .events = -1, .mode = M_SSE, .target = T_CHANGEGATE, .poll_timeout = 60};
+} opt = {"127.0.0.1",
+         "8080",
+         "/events",
+         NULL,
+         100,
+         30.0,
+         0,
+         0,
+         256,
+         false,
+         1,
+         0,
+         0,
+         .events = -1,
+         .mode = M_SSE,
+         .target = T_CHANGEGATE,
+         .poll_timeout = 60};
 
 /* Whether connections wait for a known number of events (--expect or --events). */
 static bool expecting(void)
@@ -638,8 +653,8 @@ static bool lp_whole(const struct conn *c)
 /* A whole long-poll answer: its events, then the next poll. */
 static void lp_answer(struct conn *c, int64_t recv_us)
 {
-    bool ok = opt.target == T_CHANGEGATE ? lp_changegate_answer(c, recv_us)
-                                         : lp_nchan_answer(c, recv_us);
+    bool ok =
+        opt.target == T_CHANGEGATE ? lp_changegate_answer(c, recv_us) : lp_nchan_answer(c, recv_us);
     if (!ok)
         return;
     if (!c->got_preamble)
@@ -884,7 +899,7 @@ static size_t format_request(char *out, size_t cap, const char *head, int head_l
     bool has_query = memchr(head, '?', (size_t)head_len) || strchr(tail, '?');
     const char *query_sep = query ? (has_query ? "&" : "?") : "";
     has_query = has_query || query;
-    const char *accept = opt.mode == M_SSE ? "text/event-stream"
+    const char *accept = opt.mode == M_SSE            ? "text/event-stream"
                          : opt.target == T_CHANGEGATE ? "application/json"
                                                       : "*/*";
     int n = snprintf(out, cap,
@@ -967,8 +982,7 @@ static void build_request(struct conn *c, const char *query, const char *headers
         format_request(c->req, len, opt.path, (int)(mark - opt.path), idx, mark + 3, token, query,
                        headers);
     else
-        format_request(c->req, len, opt.path, (int)strlen(opt.path), "", "", token, query,
-                       headers);
+        format_request(c->req, len, opt.path, (int)strlen(opt.path), "", "", token, query, headers);
     c->req_off = 0;
 }
 
@@ -1081,19 +1095,20 @@ static void on_signal(int sig)
 
 static void usage(void)
 {
-    fprintf(stderr, "usage: loadclient [--host H] --port P [--path /events] [--connections N]\n"
-                    "                  [--duration S] [--expect K | --events N] [--first-seq S]\n"
-                    "                  [--ready-file F] [--max-pending N] [--stride K] [--hold H]\n"
-                    "                  [--min-heartbeats B] [--tokens FILE [--token-param NAME]]\n"
-                    "                  [--mode sse|longpoll] [--target changegate|nchan]\n"
-                    "                  [--poll-timeout T] [--verbose]\n"
-                    "Opens N SSE subscriptions (or N long-poll loops: --mode longpoll, the\n"
-                    "position passed as --target does) and prints one JSON line: connections, events,\n"
-                    "deliveries/s, latency percentiles (receipt time - ts_us), gaps, repeats,\n"
-                    "heartbeats. Stops after S seconds or once every connection has received K\n"
-                    "events (with --events, its share by --stride of the N written); with --hold,\n"
-                    "H seconds after every connection is streaming (S then only bounds the\n"
-                    "connecting), and no connection may be closed by the server.\n");
+    fprintf(stderr,
+            "usage: loadclient [--host H] --port P [--path /events] [--connections N]\n"
+            "                  [--duration S] [--expect K | --events N] [--first-seq S]\n"
+            "                  [--ready-file F] [--max-pending N] [--stride K] [--hold H]\n"
+            "                  [--min-heartbeats B] [--tokens FILE [--token-param NAME]]\n"
+            "                  [--mode sse|longpoll] [--target changegate|nchan]\n"
+            "                  [--poll-timeout T] [--verbose]\n"
+            "Opens N SSE subscriptions (or N long-poll loops: --mode longpoll, the\n"
+            "position passed as --target does) and prints one JSON line: connections, events,\n"
+            "deliveries/s, latency percentiles (receipt time - ts_us), gaps, repeats,\n"
+            "heartbeats. Stops after S seconds or once every connection has received K\n"
+            "events (with --events, its share by --stride of the N written); with --hold,\n"
+            "H seconds after every connection is streaming (S then only bounds the\n"
+            "connecting), and no connection may be closed by the server.\n");
     exit(2);
 }
 
@@ -1297,9 +1312,9 @@ int main(int argc, char **argv)
            ", \"resets\": %" PRIu64 ", \"without_seq\": %" PRIu64 ", \"misrouted\": %" PRIu64
            ", \"heartbeats\": %" PRIu64 ", \"min_heartbeats\": %" PRIu64
            ", \"max_heartbeats\": %" PRIu64 ", \"hold_s\": %.3f, \"close_s\": %.3f"
-           ", \"mode\": \"%s\", \"target\": \"%s\", \"polls\": %" PRIu64 ", \"reconnects\": %" PRIu64
-           ", \"first_event_us\": %" PRId64 ", \"last_event_us\": %" PRId64
-           ", \"states\": {\"not_started\": %d, "
+           ", \"mode\": \"%s\", \"target\": \"%s\", \"polls\": %" PRIu64
+           ", \"reconnects\": %" PRIu64 ", \"first_event_us\": %" PRId64
+           ", \"last_event_us\": %" PRId64 ", \"states\": {\"not_started\": %d, "
            "\"connecting\": %d, \"sending\": %d, \"awaiting_headers\": %d, "
            "\"awaiting_first_bytes\": %d, \"streaming\": %d, \"closed\": %d, \"failed\": %d, "
            "\"done\": %d}}\n",
