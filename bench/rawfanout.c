@@ -64,19 +64,18 @@
 #include <unistd.h>
 
 /* One frame of changegate's SSE stream for bench/writer.py's 100-byte document (seq
- * 12345), as curl --raw received it from changegate at commit 487aa80 less the HTTP
- * chunk framing; seq and ts_us are replaced in each event (the resume token, the
+ * 12345), as curl received it from changegate at commit 2f7c0ba (compact JSON) less the
+ * HTTP chunk framing; seq and ts_us are replaced in each event (the resume token, the
  * ObjectIds and the cluster time stay those of this one: they have fixed widths in
  * changegate's frames but for the cluster time's increment). */
 static const char builtin_template[] =
-    "id: 826B174AA5000C4C6501\ndata: { \"_id\" : { \"_data\" : \"826B174AA5000C4C6501\" }, "
-    "\"operationType\" : \"insert\", \"clusterTime\" : { \"$timestamp\" : { \"t\" : 1796688549, "
-    "\"i\" : 805989 } }, \"wallTime\" : { \"$date\" : \"2026-12-08T00:09:09.805Z\" }, "
-    "\"fullDocument\" : { \"_id\" : { \"$oid\" : \"6b174aa55c9423d2d2aee883\" }, \"seq\" : "
-    "12345, \"ts_us\" : 1796688549805598, \"pad\" : "
-    "\"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\" }, \"ns\" : { \"db\" : \"bench\", "
-    "\"coll\" : \"events\" }, \"documentKey\" : { \"_id\" : { \"$oid\" : "
-    "\"6b174aa55c9423d2d2aee883\" } } }\n\n";
+    "id: 826B176015000CF23201\ndata: {\"_id\":{\"_data\":\"826B176015000CF23201\"},"
+    "\"operationType\":\"insert\",\"clusterTime\":{\"$timestamp\":{\"t\":1796694037,"
+    "\"i\":848434}},\"wallTime\":{\"$date\":\"2026-12-08T01:40:37.848Z\"},"
+    "\"fullDocument\":{\"_id\":{\"$oid\":\"6b176015c08bf67bbb582733\"},\"seq\":12345,"
+    "\"ts_us\":1796694037847011,\"pad\":\"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\"},"
+    "\"ns\":{\"db\":\"bench\",\"coll\":\"events\"},\"documentKey\":{\"_id\":{\"$oid\":"
+    "\"6b176015c08bf67bbb582733\"}}}\n\n";
 
 /* What changegate answers an SSE subscription with, less its Date and X-Accel-Buffering
  * headers and the chunking; loadclient counts a connection as streaming at the comment. */
@@ -193,8 +192,8 @@ static void *xmalloc(size_t n)
     return p;
 }
 
-/* Finds `"key" : ` in t (the spacing of changegate's JSON: libbson's relaxed extended
- * JSON) and the run of digits after it: [*start, *end). */
+/* Finds `"key":` in t (with or without spaces around the colon: changegate sent
+ * libbson's spaced JSON before 2f7c0ba) and the run of digits after it: [*start, *end). */
 static void find_number(const char *t, const char *key, const char **start, const char **end)
 {
     const char *p = strstr(t, key);
@@ -238,11 +237,14 @@ static void load_template(void)
     if (opt.doc_bytes > 0) {
         /* writer.py's pad makes the BSON document {_id: ObjectId, seq: int32, ts_us:
          * int64, pad: string} doc-bytes long: 56 bytes besides the pad's characters. */
-        const char *key = "\"pad\" : \"";
-        char *p = strstr(t, key);
+        char *p = strstr(t, "\"pad\"");
         if (!p)
             die("the template has no pad field for --doc-bytes");
-        p += strlen(key);
+        p += 5;
+        while (*p == ' ' || *p == ':')
+            p++;
+        if (*p++ != '"')
+            die("the template's pad is not a string");
         char *q = strchr(p, '"');
         if (!q)
             die("the template's pad is not a string");
