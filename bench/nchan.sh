@@ -182,6 +182,21 @@ vs_stop() { # setup
 # Per-round values for ratios: vs_val[<setup>.<key>.<round>].
 declare -A vs_val=()
 
+# changegate's value over Nchan's for each KEY, " / " between keys and "; " between
+# rounds (ROUNDS of them): the ratio column of a vs-nchan row.
+vs_ratios() { # key...
+    local out="" r k round
+    for round in $(seq "$ROUNDS"); do
+        r=""
+        for k in "$@"; do
+            r+="${r:+ / }$(awk -v a="${vs_val[changegate.$k.$round]:-0}" -v b="${vs_val[nchan.$k.$round]:-0}" \
+                'BEGIN {if (b > 0) printf "%.2f", a / b; else print "-"}')"
+        done
+        out+="${out:+; }$r"
+    done
+    echo "$out"
+}
+
 # One measured fan-out run: SETUP's gateway, SUBSCRIBERS loadclient connections (MODE
 # sse or longpoll) each expecting EVENTS events, then the writer with WRITER-OPTIONS.
 # Seconds run from the writer's first write (its t_first_us) to the last receipt
@@ -257,14 +272,4 @@ vs_fanout() { # setup round mode subscribers events writer-options...
     bench_add "$setup.load" "$load"
     bench_add "$setup.ok" "$ok (gaps $gaps, repeats $repeats)"
     echo "$bench_name: $tag: $deliveries deliveries/s over ${seconds}s, p50 $(bench_ms "$p50") ms, p99 $(bench_ms "$p99") ms, every subscriber got every event once: $ok"
-}
-
-# "<a/b>; <a/b>; ..." over the rounds: KEY's changegate value over Nchan's, two decimals.
-vs_ratio() { # key
-    local r out=""
-    for r in $(seq "$ROUNDS"); do
-        out+="${out:+; }$(awk -v a="${vs_val[changegate.$1.$r]:-0}" -v b="${vs_val[nchan.$1.$r]:-0}" \
-            'BEGIN {if (b > 0) printf "%.2f", a / b; else print "-"}')"
-    done
-    echo "$out"
 }

@@ -119,15 +119,7 @@ of heartbeats each, no event (gaps and repeats 0 on every connection).
 |---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|
 HDR
 date=$(date -u +%Y-%m-%dT%H:%MZ)
-ratio=""
-for round in $(seq "$ROUNDS"); do
-    r=""
-    for k in per_sub share; do
-        r+="${r:+ / }$(awk -v a="${vs_val[changegate.$k.$round]}" -v b="${vs_val[nchan.$k.$round]}" \
-            'BEGIN {if (b > 0) printf "%.2f", a / b; else print "-"}')"
-    done
-    ratio+="${ratio:+; }$r"
-done
+ratio=$(vs_ratios per_sub share)
 for setup in changegate nchan; do
     case $setup in
     changegate) name="changegate (--max-subscribers $((SUBSCRIBERS + 100)))" ;;

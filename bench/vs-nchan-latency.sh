@@ -71,15 +71,7 @@ every subscriber got every event, no gap and no repeat on any connection.
 |---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|
 HDR
 date=$(date -u +%Y-%m-%dT%H:%MZ)
-ratio=""
-for round in $(seq "$ROUNDS"); do
-    r=""
-    for k in p50 p99 max; do
-        r+="${r:+ / }$(awk -v a="${vs_val[changegate.$k.$round]}" -v b="${vs_val[nchan.$k.$round]}" \
-            'BEGIN {if (b > 0) printf "%.2f", a / b; else print "-"}')"
-    done
-    ratio+="${ratio:+; }$r"
-done
+ratio=$(vs_ratios p50 p99 max)
 for setup in changegate nchan; do
     case $setup in
     changegate) name="changegate (devmongo, insert_one)" ;;

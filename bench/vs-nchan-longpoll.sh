@@ -69,15 +69,7 @@ gap and no repeat on any connection.
 |---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|
 HDR
 date=$(date -u +%Y-%m-%dT%H:%MZ)
-ratio=""
-for round in $(seq "$ROUNDS"); do
-    r=""
-    for k in deliveries p50; do
-        r+="${r:+ / }$(awk -v a="${vs_val[changegate.$k.$round]}" -v b="${vs_val[nchan.$k.$round]}" \
-            'BEGIN {if (b > 0) printf "%.2f", a / b; else print "-"}')"
-    done
-    ratio+="${ratio:+; }$r"
-done
+ratio=$(vs_ratios deliveries p50)
 for setup in changegate nchan; do
     case $setup in
     changegate) name="changegate /poll (devmongo, insert_one)" ;;

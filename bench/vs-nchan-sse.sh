@@ -68,7 +68,7 @@ for subs in $SUBSCRIBERS_LIST; do
             --doc-bytes "$DOC_BYTES"
     done
     date=$(date -u +%Y-%m-%dT%H:%MZ)
-    ratio=$(vs_ratio deliveries)
+    ratio=$(vs_ratios deliveries)
     for setup in changegate nchan; do
         case $setup in
         changegate) name="changegate (devmongo, insert_many)" ;;
