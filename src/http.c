@@ -111,15 +111,30 @@ static void on_wake(void *ctx)
 
 static const cg_sub_ops_t sub_ops = {on_park, on_wake};
 
+/* The headers every answer carries (Cache-Control, and CORS when the request
+ * came from an allowed origin): up to COMMON_HEADERS name/value pairs added at
+ * name[n], value[n]; returns the new n. Both libmicrohttpd answers and the
+ * outlet's stream heads are made from it. */
+#define COMMON_HEADERS 4
+static size_t common_headers(const conn_ctx_t *c, const char *name[], const char *value[], size_t n)
+{
+#define PAIR(k, v) (name[n] = (k), value[n++] = (v))
+    PAIR("Cache-Control", "no-cache");
+    if (c->req.origin) {
+        PAIR("Access-Control-Allow-Origin", c->req.origin);
+        PAIR("Vary", "Origin");
+        if (c->req.origin_credentials)
+            PAIR("Access-Control-Allow-Credentials", "true");
+    }
+#undef PAIR
+    return n;
+}
+
 static void add_common_headers(conn_ctx_t *c, struct MHD_Response *r)
 {
-    MHD_add_response_header(r, "Cache-Control", "no-cache");
-    if (c->req.origin) {
-        MHD_add_response_header(r, "Access-Control-Allow-Origin", c->req.origin);
-        MHD_add_response_header(r, "Vary", "Origin");
-        if (c->req.origin_credentials)
-            MHD_add_response_header(r, "Access-Control-Allow-Credentials", "true");
-    }
+    const char *name[COMMON_HEADERS], *value[COMMON_HEADERS];
+    for (size_t i = 0, n = common_headers(c, name, value, 0); i < n; i++)
+        MHD_add_response_header(r, name[i], value[i]);
 }
 
 /* Queues `body` (taken: freed with free()) as a JSON answer. */
@@ -150,22 +165,14 @@ static enum MHD_Result send_error(conn_ctx_t *c, const char *retry_after)
 
 /* A stream answer's headers, for the HEAD answer here and the outlet's head
  * alike: up to STREAM_HEADERS name/value pairs. */
-#define STREAM_HEADERS 6
+#define STREAM_HEADERS (2 + COMMON_HEADERS)
 static size_t stream_headers(const conn_ctx_t *c, const char *name[], const char *value[])
 {
-    size_t n = 0;
-#define PAIR(k, v) (name[n] = (k), value[n++] = (v))
-    PAIR("Content-Type", c->req.ndjson ? "application/x-ndjson" : "text/event-stream");
-    PAIR("X-Accel-Buffering", "no");
-    PAIR("Cache-Control", "no-cache");
-    if (c->req.origin) {
-        PAIR("Access-Control-Allow-Origin", c->req.origin);
-        PAIR("Vary", "Origin");
-        if (c->req.origin_credentials)
-            PAIR("Access-Control-Allow-Credentials", "true");
-    }
-#undef PAIR
-    return n;
+    name[0] = "Content-Type";
+    value[0] = c->req.ndjson ? "application/x-ndjson" : "text/event-stream";
+    name[1] = "X-Accel-Buffering";
+    value[1] = "no";
+    return common_headers(c, name, value, 2);
 }
 
 /* HEAD on a stream: its head and nothing else, without subscribing. (A
@@ -210,7 +217,6 @@ static cg_hub_rc_t hand_over(conn_ctx_t *c, cg_sub_spec_t *spec, const char *ver
         .http10 = strcmp(version, MHD_HTTP_VERSION_1_0) == 0,
         .headers = lines->str,
         .expires_ms = c->expires_ms,
-        .transport = c->req.ndjson ? CG_TRANSPORT_NDJSON : CG_TRANSPORT_SSE,
     };
     cg_hub_rc_t rc = cg_outlet_take(c->http->outlet, info->connect_fd, spec, &st);
     bson_string_free(lines, true);

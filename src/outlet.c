@@ -30,6 +30,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "metrics.h"
 
 #define RING 16 /* output items per stream; events per writev at most */
 #define MAX_IOV (3 * RING)
@@ -130,8 +131,8 @@ static uint8_t chunk_line(char *out, size_t len)
     return n + 2;
 }
 
-static item_t *push(stream_t *s, const char *bytes, size_t len, bool owned, bool framed,
-                    cg_event_t *ev)
+static void push(stream_t *s, const char *bytes, size_t len, bool owned, bool framed,
+                 cg_event_t *ev)
 {
     item_t *it = &s->items[(s->first + s->count++) % RING];
     it->bytes = bytes;
@@ -141,7 +142,6 @@ static item_t *push(stream_t *s, const char *bytes, size_t len, bool owned, bool
     it->hdr_len = 0;
     if (framed && s->chunked)
         it->hdr_len = chunk_line(it->hdr, len);
-    return it;
 }
 
 static size_t item_size(const item_t *it)
@@ -158,16 +158,22 @@ static void item_release(item_t *it)
     it->owned = false;
 }
 
+/* A message that is not an event (the preamble, a heartbeat, the expired
+ * notice): its bytes count as sent, not as a message. */
+static void push_literal(stream_t *s, const char *bytes, size_t len, bool owned)
+{
+    push(s, bytes, len, owned, true, NULL);
+    s->sent += len;
+    cg_metrics_sent(s->transport, 0, len);
+}
+
 /* A message made from the stream's position: a heartbeat or the expired notice. */
 static void push_positioned(stream_t *s, char *(*make)(bool ndjson, const char *position))
 {
     char *position = cg_hub_sub_position(s->sh->outlet->hub, s->sub);
     char *msg = make(s->ndjson, position);
     bson_free(position);
-    size_t len = strlen(msg);
-    push(s, msg, len, true, true, NULL);
-    s->sent += len;
-    cg_metrics_sent(s->transport, 0, len);
+    push_literal(s, msg, strlen(msg), true);
 }
 
 static void end_stream(stream_t *s)
@@ -594,7 +600,7 @@ cg_hub_rc_t cg_outlet_take(cg_outlet_t *o, int fd, cg_sub_spec_t *spec,
     }
     s->ndjson = st->ndjson;
     s->chunked = !st->http10;
-    s->transport = st->transport;
+    s->transport = st->ndjson ? CG_TRANSPORT_NDJSON : CG_TRANSPORT_SSE;
     s->expires_ms = st->expires_ms;
     s->since_ms = cg_hub_now_ms();
     int one = 1; /* each batch of events goes out as soon as it is written */
@@ -602,11 +608,8 @@ cg_hub_rc_t cg_outlet_take(cg_outlet_t *o, int fd, cg_sub_spec_t *spec,
     char *head = make_head(st);
     push(s, head, strlen(head), true, false, NULL);
     cg_metrics_subscribers(s->transport, 1);
-    if (!s->ndjson) {
-        push(s, SSE_PREAMBLE, sizeof SSE_PREAMBLE - 1, false, true, NULL);
-        s->sent += sizeof SSE_PREAMBLE - 1;
-        cg_metrics_sent(s->transport, 0, sizeof SSE_PREAMBLE - 1);
-    }
+    if (!s->ndjson)
+        push_literal(s, SSE_PREAMBLE, sizeof SSE_PREAMBLE - 1, false);
 
     shard_t *sh = s->sh;
     pthread_mutex_lock(&sh->lock);

@@ -19,7 +19,6 @@
 
 #include "config.h"
 #include "hub.h"
-#include "metrics.h"
 
 #define CG_OUTLET_SHARDS 2
 
@@ -31,7 +30,6 @@ typedef struct cg_outlet_stream {
     bool http10;         /* the client spoke HTTP/1.0: no chunked coding; close ends the body */
     const char *headers; /* header lines for the answer, each ending in CRLF (copied) */
     int64_t expires_ms;  /* the token's expiry (the stream ends then); 0: never */
-    cg_transport_t transport;
 } cg_outlet_stream_t;
 
 /* Starts the shards. `name` prefixes log lines (copied). cfg and hub must

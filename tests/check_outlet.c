@@ -49,10 +49,7 @@ static int take(bool ndjson, bool http10, cg_hub_rc_t want)
     int sv[2];
     ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv), 0);
     cg_sub_spec_t spec = {.filter = match_all(), .heartbeats = true};
-    cg_outlet_stream_t st = {.ndjson = ndjson,
-                             .http10 = http10,
-                             .headers = "X-Test: yes\r\n",
-                             .transport = ndjson ? CG_TRANSPORT_NDJSON : CG_TRANSPORT_SSE};
+    cg_outlet_stream_t st = {.ndjson = ndjson, .http10 = http10, .headers = "X-Test: yes\r\n"};
     ck_assert_int_eq(cg_outlet_take(outlet, sv[0], &spec, &st), want);
     close(sv[0]); /* libmicrohttpd's descriptor goes; the outlet has its own */
     if (want != CG_HUB_OK) {
