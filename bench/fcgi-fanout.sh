@@ -85,19 +85,7 @@ http {
     }
 }
 EOF
-    "$NGINX" -p "$dir" -e "$dir/error.log" -c "$dir/conf/nginx.conf" >"$dir/stderr.log" 2>&1 &
-    ng_pid=$!
-    bench_pids+=("$ng_pid")
-    for _ in $(seq 100); do
-        curl -fsS -o /dev/null "http://127.0.0.1:$ng_port/changegate/healthz" 2>/dev/null && break
-        sleep 0.1
-    done
-    curl -fsS -o /dev/null "http://127.0.0.1:$ng_port/changegate/healthz" ||
-        bench_die 1 "nginx did not answer /changegate/healthz: $(tail -n 5 "$dir/error.log" "$dir/stderr.log")"
-    local workers
-    read -ra workers <"/proc/$ng_pid/task/$ng_pid/children" || true # no newline at its end
-    ng_procs=("$ng_pid" "${workers[@]}")
-    [ ${#ng_procs[@]} = 2 ] || bench_die 1 "nginx has ${#ng_procs[@]} processes, not master + 1 worker"
+    bench_run_nginx "$dir" "$dir/conf/nginx.conf" "http://127.0.0.1:$ng_port/changegate/healthz" 1
 }
 
 per_delivery() { bench_us_per "$1" $((SUBSCRIBERS * EXPECT)); } # ticks

@@ -82,6 +82,29 @@ bench_start_devmongo() { # [options...]
     mongo_uri="mongodb://127.0.0.1:$port/?replicaSet=rs0"
 }
 
+# Runs nginx in the foreground from CONF (its prefix, error log and pid file in DIR),
+# waits until URL answers, and checks it has WORKERS workers. Sets ng_pid (the master),
+# ng_workers and ng_procs (master and workers: their RSS is summed); all are stopped on
+# exit with the rest of bench_pids.
+bench_run_nginx() { # dir conf url workers
+    local dir=$1 conf=$2 url=$3 want=$4 workers=()
+    "$NGINX" -p "$dir" -e "$dir/error.log" -c "$conf" >"$dir/stderr.log" 2>&1 &
+    ng_pid=$!
+    bench_pids+=("$ng_pid")
+    for _ in $(seq 100); do
+        curl -fsS -o /dev/null "$url" 2>/dev/null && break
+        kill -0 "$ng_pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    curl -fsS -o /dev/null "$url" ||
+        bench_die 1 "nginx did not answer $url: $(tail -n 5 "$dir/error.log" "$dir/stderr.log")"
+    read -ra workers <"/proc/$ng_pid/task/$ng_pid/children" || true # no newline at its end
+    [ ${#workers[@]} = "$want" ] || bench_die 1 "nginx has ${#workers[@]} workers, not $want"
+    ng_workers=("${workers[@]}")
+    bench_pids+=("${ng_workers[@]}") # stopped by their master; listed in case it is killed
+    ng_procs=("$ng_pid" "${ng_workers[@]}")
+}
+
 # Starts changegate with extra options; sets $cg_pid and $cg_port; waits for /healthz.
 bench_start_changegate() { # tag max-subscribers [options...]
     local tag=$1 max=$2

@@ -104,23 +104,7 @@ http {
     }
 }
 EOF
-    "$NGINX" -p "$dir" -e "$dir/error.log" -c "$dir/nginx.conf" >"$dir/stderr.log" 2>&1 &
-    ng_pid=$!
-    bench_pids+=("$ng_pid")
-    for _ in $(seq 100); do
-        curl -fsS -o /dev/null "http://127.0.0.1:$ng_port/ready" 2>/dev/null && break
-        kill -0 "$ng_pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    curl -fsS -o /dev/null "http://127.0.0.1:$ng_port/ready" ||
-        bench_die 1 "nginx (Nchan) did not answer: $(tail -n 5 "$dir/error.log" "$dir/stderr.log")"
-    local workers=()
-    read -ra workers <"/proc/$ng_pid/task/$ng_pid/children" || true # no newline at its end
-    [ ${#workers[@]} = "$NCHAN_WORKERS" ] ||
-        bench_die 1 "nginx has ${#workers[@]} workers, not $NCHAN_WORKERS"
-    ng_workers=("${workers[@]}")
-    bench_pids+=("${ng_workers[@]}") # stopped by their master; listed in case it is killed
-    ng_procs=("$ng_pid" "${ng_workers[@]}")
+    bench_run_nginx "$dir" "$dir/nginx.conf" "http://127.0.0.1:$ng_port/ready" "$NCHAN_WORKERS"
 }
 
 # ---- what the vs-nchan-* scenarios share ----
